@@ -1,0 +1,44 @@
+"""ccctl: the control client. Parses, calls the control socket or a pure function, formats."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .config import check_file
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_option",
+    metavar="PATH",
+    help="Config file (default: $CCMITM_CONFIG, else $XDG_CONFIG_HOME/ccmitm/config.yaml).",
+)
+@click.version_option(__version__, prog_name="ccctl")
+@click.pass_context
+def main(ctx: click.Context, config_option: str | None) -> None:
+    """Control the ccmitm routing proxy."""
+    ctx.obj = {"config_option": config_option}
+
+
+@main.group()
+def config() -> None:
+    """Check or show configuration."""
+
+
+@config.command("check")
+@click.argument("file", type=click.Path(path_type=Path))
+def config_check(file: Path) -> None:
+    """Validate FILE; list every problem with its path. Opens no socket."""
+    problems = check_file(file)
+    if not problems:
+        click.echo(f"{file}: ok")
+        return
+    click.echo(f"{file}: {len(problems)} problem(s)", err=True)
+    for problem in problems:
+        click.echo(f"  {problem}", err=True)
+    sys.exit(1)

@@ -1,0 +1,62 @@
+"""Where ccmitm keeps things by default (XDG base directories)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+CONFIG_ENV = "CCMITM_CONFIG"
+
+
+def _xdg(name: str, fallback: str, environ: Mapping[str, str]) -> Path:
+    value = environ.get(name)
+    if value and os.path.isabs(value):
+        return Path(value)
+    return Path(environ.get("HOME") or Path.home()) / fallback
+
+
+def config_home(environ: Mapping[str, str] = os.environ) -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config", environ) / "ccmitm"
+
+
+def state_home(environ: Mapping[str, str] = os.environ) -> Path:
+    return _xdg("XDG_STATE_HOME", ".local/state", environ) / "ccmitm"
+
+
+def runtime_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """The control socket's directory: $XDG_RUNTIME_DIR/ccmitm, else the state dir."""
+    value = environ.get("XDG_RUNTIME_DIR")
+    if value and os.path.isabs(value) and os.path.isdir(value):
+        return Path(value) / "ccmitm"
+    return state_home(environ)
+
+
+def default_config_path(environ: Mapping[str, str] = os.environ) -> Path:
+    return config_home(environ) / "config.yaml"
+
+
+def resolve_config_path(cli_value: str | None, environ: Mapping[str, str] = os.environ) -> Path:
+    """--config beats $CCMITM_CONFIG beats the XDG default."""
+    if cli_value:
+        return Path(cli_value).expanduser()
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV]).expanduser()
+    return default_config_path(environ)
+
+
+def expand(path: str | Path, environ: Mapping[str, str] = os.environ) -> Path:
+    """Expand ~ against $HOME of the given environment (tests run daemons with their own HOME)."""
+    text = str(path)
+    if text == "~" or text.startswith("~/"):
+        home = environ.get("HOME") or str(Path.home())
+        text = home + text[1:]
+    return Path(text)
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create a directory readable by its owner only, and tighten it if it already exists."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path

@@ -1,0 +1,152 @@
+"""The usage record (one JSON line per call) and its single writer.
+
+The proxy's event loop hands finished records to :class:`UsageLog`, which serialises and appends
+them on its own thread, so a slow disk never stalls a stream. Rotation requests travel through the
+same queue as the lines, which is what makes rotation lossless: every line lands in exactly one
+file, in order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .logfiles import RotatingAppendFile, all_files, read_lines
+
+log = logging.getLogger(__name__)
+
+USAGE_FILE = "usage.jsonl"
+_MAX_TEXT = 200
+
+
+def clean_text(value: Any, limit: int = _MAX_TEXT) -> str | None:
+    """User-controlled text made safe for a log line: no control characters, bounded length."""
+    if value is None:
+        return None
+    text = str(value)
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    return text[:limit]
+
+
+@dataclass
+class UsageRecord:
+    ts: str
+    id: str
+    listener: str  # "intercept" or "reverse"
+    lane: str
+    rule: str | None
+    reason: str
+    method: str
+    path: str
+    model: str | None
+    upstream_model: str | None
+    status: int | None
+    stream: bool
+    ttfb_ms: float | None
+    duration_ms: float | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cache_read_input_tokens: int | None
+    cache_creation_input_tokens: int | None
+    header_mode: str  # "x-api-key", "authorization" or "passthrough"
+    http_version: str | None  # the client's hop
+    upstream_http_version: str | None
+    session: str | None
+    error: str | None
+    attempt_of: str | None = None  # for a failover: the id of the failed first attempt
+
+    def to_line(self) -> bytes:
+        return (json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+_STOP = object()
+
+
+class UsageLog:
+    """The one writer of usage.jsonl: a queue and a thread that owns the file."""
+
+    def __init__(self, directory: Path, rotate_bytes: int, keep: int, daily: bool = True):
+        self.file = RotatingAppendFile(directory / USAGE_FILE, rotate_bytes, keep, daily)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
+        self.lines_written = 0
+        self.write_errors = 0
+
+    @property
+    def path(self) -> Path:
+        return self.file.path
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def write(self, record: UsageRecord) -> None:
+        self._queue.put(record)
+
+    def _call(self, action: str) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._queue.put((action, future))
+        return future
+
+    def rotate(self) -> Future[Path | None]:
+        return self._call("rotate")
+
+    def rotate_if_due(self) -> Future[Path | None]:
+        return self._call("rotate_if_due")
+
+    def reopen(self) -> Future[None]:
+        return self._call("reopen")
+
+    def flush(self) -> Future[None]:
+        """Resolves once every line queued before it is on disk."""
+        return self._call("flush")
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        self.file.close()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            if isinstance(item, UsageRecord):
+                try:
+                    self.file.write(item.to_line())
+                    self.lines_written += 1
+                except OSError as exc:
+                    self.write_errors += 1
+                    log.error("usage log write failed: %s", exc)
+                continue
+            action, future = item
+            try:
+                if action == "rotate":
+                    future.set_result(self.file.rotate())
+                elif action == "rotate_if_due":
+                    future.set_result(self.file.rotate_if_due())
+                elif action == "reopen":
+                    future.set_result(self.file.reopen())
+                else:
+                    future.set_result(None)
+            except Exception as exc:
+                log.error("usage log %s failed: %s", action, exc)
+                future.set_exception(exc)
+
+
+def iter_records(directory: Path) -> Iterator[dict[str, Any]]:
+    """Every parseable record in usage.jsonl and its rotated files, oldest first."""
+    for path in all_files(directory / USAGE_FILE):
+        for raw in read_lines(path):
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                yield record

@@ -1,0 +1,313 @@
+"""A fake Anthropic-compatible upstream for the tests: real sockets on 127.0.0.1, HTTP/1.1.
+
+It records every request it receives (method, path, headers, body) and answers like the Messages
+API: JSON, or SSE with a realistic event sequence and usage. Behaviours a test can ask for, per
+server (``fake.behaviour = ...``) or per request (header ``x-fake-behaviour``):
+
+- ``ok``: a normal answer.
+- ``gated``: stream the first events, then wait for ``fake.release()`` before the rest; proves the
+  proxy forwards events one by one (a buffering proxy would show the client nothing before it).
+- ``drop``: stream a few events, then close the connection mid-body.
+- ``stall``: stream a few events, then send nothing (until ``stall_s`` or the server stops).
+- ``status:NNN``: answer with that HTTP status and an Anthropic-shaped error body.
+- ``slow``: send each event in two halves with a pause between (exercise chunk splits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "api_error",
+    529: "overloaded_error",
+}
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    at: float = field(default_factory=time.monotonic)
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key.lower() == name.lower():
+                return value
+        return None
+
+    def has_header(self, name: str) -> bool:
+        return self.header(name) is not None
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def model(self) -> str | None:
+        try:
+            return self.json().get("model")
+        except (ValueError, AttributeError):
+            return None
+
+
+class FakeUpstream:
+    def __init__(self, name: str, input_tokens: int = 11, output_tokens: int = 7):
+        self.name = name
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+        self.cache_read_input_tokens = 3
+        self.behaviour = "ok"
+        self.stall_s = 30.0
+        self.received: list[Received] = []
+        self.port = 0
+        self.reply_text = "ok"
+        self.retry_after: str | None = None
+        self._gate = threading.Event()
+        self.gate_timed_out = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> FakeUpstream:
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+
+            async def serve() -> None:
+                self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+                self.port = self._server.sockets[0].getsockname()[1]
+                ready.set()
+                async with self._server:
+                    while not self._stopping.is_set():
+                        await asyncio.sleep(0.05)
+
+            loop.run_until_complete(serve())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"fake-{self.name}", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("fake upstream did not start")
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._gate.set()
+        if self._thread:
+            self._thread.join(10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def reset(self) -> None:
+        self.received.clear()
+        self.behaviour = "ok"
+        self._gate.clear()
+        self.gate_timed_out = False
+
+    def messages(self) -> list[Received]:
+        return [r for r in self.received if r.path.split("?")[0].endswith("/v1/messages")]
+
+    # --- HTTP ------------------------------------------------------------------------------------
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while not self._stopping.is_set():
+                request = await self._read_request(reader)
+                if request is None:
+                    break
+                self.received.append(request)
+                keep = await self._respond(request, writer)
+                if not keep:
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _read_request(self, reader: asyncio.StreamReader) -> Received | None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return None
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, _version = lines[0].split(" ", 2)
+        headers: list[tuple[str, str]] = []
+        for line in lines[1:]:
+            if line:
+                key, _, value = line.partition(":")
+                headers.append((key.strip(), value.strip()))
+        lowered = {k.lower(): v for k, v in headers}
+        body = b""
+        if "content-length" in lowered:
+            body = await reader.readexactly(int(lowered["content-length"]))
+        elif lowered.get("transfer-encoding", "").lower() == "chunked":
+            parts = []
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
+                if size == 0:
+                    await reader.readuntil(b"\r\n")
+                    break
+                parts.append(await reader.readexactly(size))
+                await reader.readexactly(2)
+            body = b"".join(parts)
+        return Received(method, target, headers, body)
+
+    def _behaviour_for(self, request: Received) -> str:
+        return request.header("x-fake-behaviour") or self.behaviour
+
+    async def _respond(self, request: Received, writer: asyncio.StreamWriter) -> bool:
+        behaviour = self._behaviour_for(request)
+        path = request.path.split("?")[0]
+        if behaviour.startswith("status:"):
+            status = int(behaviour.split(":", 1)[1])
+            body = {
+                "type": "error",
+                "error": {
+                    "type": ERROR_TYPES.get(status, "api_error"),
+                    "message": f"fake {self.name} says {status}",
+                },
+            }
+            extra = {"retry-after": self.retry_after} if self.retry_after else {}
+            await self._send_json(writer, status, body, extra)
+            return True
+        if path.endswith("/v1/messages/count_tokens"):
+            await self._send_json(writer, 200, {"input_tokens": self.input_tokens})
+            return True
+        if not path.endswith("/v1/messages"):
+            await self._send_json(writer, 200, {})
+            return True
+        try:
+            payload = request.json()
+        except ValueError:
+            payload = {}
+        model = payload.get("model") if isinstance(payload, dict) else None
+        stream = isinstance(payload, dict) and payload.get("stream") is True
+        if not stream:
+            await self._send_json(writer, 200, self._message(model))
+            return True
+        return await self._send_sse(writer, model, behaviour)
+
+    def _message(self, model: Any) -> dict[str, Any]:
+        return {
+            "id": f"msg_fake_{self.name}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": self.reply_text}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": self.input_tokens,
+                "output_tokens": self.output_tokens,
+                "cache_read_input_tokens": self.cache_read_input_tokens,
+                "cache_creation_input_tokens": 0,
+            },
+        }
+
+    async def _send_json(
+        self, writer: asyncio.StreamWriter, status: int, body: Any, extra: dict[str, str] | None = None
+    ) -> None:
+        data = json.dumps(body).encode()
+        headers = {"content-type": "application/json", "content-length": str(len(data)), **(extra or {})}
+        writer.write(self._head(status, headers) + data)
+        await writer.drain()
+
+    @staticmethod
+    def _head(status: int, headers: dict[str, str]) -> bytes:
+        lines = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    def events(self, model: Any) -> list[bytes]:
+        start = self._message(model)
+        start.update(content=[], stop_reason=None)
+        start["usage"] = dict(start["usage"], output_tokens=1)
+        words = [f"{self.reply_text}" if i == 0 else "" for i in range(4)]
+        events = [
+            ("message_start", {"type": "message_start", "message": start}),
+            (
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            ),
+            ("ping", {"type": "ping"}),
+        ]
+        events += [
+            (
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}},
+            )
+            for word in words
+        ]
+        events += [
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": self.output_tokens},
+                },
+            ),
+            ("message_stop", {"type": "message_stop"}),
+        ]
+        return [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events]
+
+    async def _send_sse(self, writer: asyncio.StreamWriter, model: Any, behaviour: str) -> bool:
+        headers = {
+            "content-type": "text/event-stream; charset=utf-8",
+            "cache-control": "no-cache",
+            "transfer-encoding": "chunked",
+        }
+        writer.write(self._head(200, headers))
+        events = self.events(model)
+
+        async def chunk(data: bytes) -> None:
+            writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            await writer.drain()
+
+        for index, event in enumerate(events):
+            if behaviour == "gated" and index == 4:  # message_start .. first delta went out
+                released = await asyncio.get_running_loop().run_in_executor(None, self._gate.wait, 15.0)
+                self.gate_timed_out = not released
+            if behaviour == "drop" and index == 4:
+                writer.transport.abort()
+                return False
+            if behaviour == "stall" and index == 4:
+                deadline = time.monotonic() + self.stall_s
+                while time.monotonic() < deadline and not self._stopping.is_set():
+                    await asyncio.sleep(0.05)
+                writer.transport.abort()
+                return False
+            if behaviour == "slow":
+                await chunk(event[:7])
+                await asyncio.sleep(0.01)
+                await chunk(event[7:])
+            else:
+                await chunk(event)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
