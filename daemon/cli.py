@@ -42,3 +42,10 @@ def config_check(file: Path) -> None:
     for problem in problems:
         click.echo(f"  {problem}", err=True)
     sys.exit(1)
+
+
+# --- command modules (one room each) -----------------------------------------------------------------
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
