@@ -43,6 +43,15 @@ node-deps: ## install the Claude Code CLI for end-to-end tests (skipped without 
 test: install node-deps ## run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+summarize: install ## per-lane usage summary from the local logs (ARGS="--since 24h" or "--json")
+	$(BIN)/ccctl summarize $(ARGS)
+
+verify-routing: install ## routing and header-hygiene audit of the usage log; exits 1 on a violation (ARGS="--proof")
+	$(BIN)/ccctl verify $(ARGS)
+
+bundle: install ## write a review bundle (dir + .tgz) into bundle.dir now
+	$(BIN)/ccctl bundle $(ARGS)
+
 lint: install
 	$(BIN)/ruff check daemon tests
 	$(BIN)/ruff format --check daemon tests

@@ -90,6 +90,7 @@ class Router:
     def __init__(self, runtime: Runtime, sink: Callable[[UsageRecord], None]):
         self.runtime = runtime
         self.sink = sink
+        self.in_flight = 0  # routed calls not yet finished: what a graceful stop waits for
 
     # --- hooks ---------------------------------------------------------------------------------
     def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -156,6 +157,7 @@ class Router:
             stream_requested=isinstance(body, dict) and body.get("stream") is True,
             started=request.timestamp_start or time.time(),
         )
+        self.in_flight += 1
 
     @staticmethod
     def _rewrite(request: http.Request, lane: LaneEndpoint, route: Route, body: Any) -> None:
@@ -186,6 +188,7 @@ class Router:
         if state is None or state.logged:
             return
         state.logged = True
+        self.in_flight -= 1
         now = time.time()
         response = flow.response
         usage = state.reader.close() if state.reader else None

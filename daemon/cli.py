@@ -45,6 +45,20 @@ def config_check(file: Path) -> None:
 
 
 # --- command modules (one room each) -----------------------------------------------------------------
+from .cli_service import service  # noqa: E402
+
+main.add_command(service)
+from .cli_control import COMMANDS as _CONTROL_COMMANDS  # noqa: E402
+from .cli_control import config_show  # noqa: E402
+
+for _command in _CONTROL_COMMANDS:
+    main.add_command(_command)
+config.add_command(config_show)
+from .cli_report import bundle, summarize, verify  # noqa: E402
+
+main.add_command(summarize)
+main.add_command(verify)
+main.add_command(bundle)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -137,8 +137,9 @@ class Proxy:
         if "mode" in changed or "listen_host" in changed:
             await self._wait_listening(15.0)
 
-    def connection_count(self) -> int:
-        return len(self._proxyserver.connections)
+    def listening(self) -> bool:
+        servers = list(self._proxyserver.servers)
+        return bool(servers) and all(s.is_running for s in servers)
 
     async def stop_listening(self) -> None:
         """Close the listening sockets; connections already accepted carry on."""
