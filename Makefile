@@ -56,5 +56,11 @@ lint: install
 	$(BIN)/ruff check daemon tests
 	$(BIN)/ruff format --check daemon tests
 
+service-install: install ## run ccmitmd at login/boot: systemd user unit or launchd agent (ARGS="--dry-run")
+	$(BIN)/ccctl service install $(ARGS)
+
+service-uninstall: install ## stop the service and remove what service-install wrote (ARGS="--dry-run")
+	$(BIN)/ccctl service uninstall $(ARGS)
+
 clean:
 	rm -rf $(VENV) $(NODE_DIR)/node_modules .pytest_cache

@@ -1,8 +1,9 @@
 """The mitmproxy adapter: request facts in, a Route out, the request rewritten for its lane, the
 response tapped for usage on its way through, one usage record when the call ends.
 
-All decisions live in :mod:`ccmitm.routing`; this module only translates between mitmproxy flows
-and those pure types, and it never blocks the event loop.
+All decisions live in :mod:`ccmitm.routing` (where), :mod:`ccmitm.breaker` (whether a lane is
+healthy) and :mod:`ccmitm.crosslane` (what the default lane must not see); this module translates
+between mitmproxy flows and those pure types and never blocks the event loop.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,9 +20,12 @@ from typing import Any
 from mitmproxy import http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
+from .breaker import AUTH, RATE_LIMIT, SERVER, Permit, is_breaker_failure
+from .crosslane import strip_foreign_thinking
+from .failover import DefaultLaneClient
 from .routing import Reason, RequestFacts, Route, decide, model_of
 from .runtime import LaneEndpoint, Runtime
-from .sse import UsageReader
+from .sse import Usage, UsageReader
 from .usage import UsageRecord, clean_text
 
 log = logging.getLogger(__name__)
@@ -30,6 +35,8 @@ CLIENT_CREDENTIAL_HEADERS = ("x-api-key", "authorization")
 # Dropped on keyed lanes: Anthropic beta flags mean nothing (or something else) to a third party,
 # and nothing that could carry a credential of the user's may follow the request there.
 DROPPED_ON_KEYED_LANES = ("anthropic-beta", "cookie", "proxy-authorization")
+# Refusals worth one retry on the default lane: the lane is busy, broken, or has a bad key.
+FAILOVER_KINDS = frozenset({RATE_LIMIT, SERVER, AUTH})
 
 
 @dataclass
@@ -41,8 +48,14 @@ class FlowState:
     model: str | None
     stream_requested: bool
     started: float
+    permit: Permit | None = None  # the breaker's permit for a keyed lane
+    original: http.Request | None = None  # the client's request, kept for a possible failover
     first_byte: float | None = None
+    last_byte: float | None = None
     reader: UsageReader | None = None
+    failing_over: bool = False
+    outcome_recorded: bool = False
+    thinking_stripped: int | None = None
     logged: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -68,29 +81,38 @@ def _parse_body(request: http.Request) -> Any:
         return None
 
 
-def _error_text(flow: http.HTTPFlow) -> str | None:
+def _serialise(body: Any) -> bytes:
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800") is valid JSON but not UTF-8
+        return json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def _error_text(flow: http.HTTPFlow, state: FlowState, read_timeout_s: float) -> str | None:
     if flow.error is None:
         return None
     message = flow.error.msg or "error"
     lowered = message.lower()
+    idle = time.time() - (state.last_byte or state.started)
     if "client disconnected" in lowered:
         text = "client abort"
+    elif idle >= read_timeout_s * 0.9:
+        text = f"upstream stalled: no data for {idle:.0f}s"
     elif flow.response is None:
         text = f"connect failure: {message}"
-    elif "peer closed" in lowered or "incomplete" in lowered or "connection" in lowered:
-        text = f"upstream drop: {message}"
     else:
-        text = message
+        text = f"upstream drop: {message}"
     return clean_text(text)
 
 
 class Router:
-    """The routing addon. ``sink`` receives one UsageRecord per call."""
+    """The routing addon. ``sink`` receives one UsageRecord per upstream attempt."""
 
     def __init__(self, runtime: Runtime, sink: Callable[[UsageRecord], None]):
         self.runtime = runtime
         self.sink = sink
         self.in_flight = 0  # routed calls not yet finished: what a graceful stop waits for
+        self.failover_client = DefaultLaneClient()
 
     # --- hooks ---------------------------------------------------------------------------------
     def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -109,33 +131,61 @@ class Router:
         except Exception:
             # A bug here must not forward a half-rewritten request: answer instead (clients retry).
             log.exception("routing failed; answering 502")
-            flow.metadata.pop(FLOW_KEY, None)
+            if flow.metadata.pop(FLOW_KEY, None) is not None:
+                self.in_flight -= 1
             flow.response = anthropic_error(502, "api_error", "ccmitm could not route this request")
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         state: FlowState | None = flow.metadata.get(FLOW_KEY)
         if state is None or flow.response is None:
             return
-        headers = flow.response.headers
-        reader = UsageReader(headers.get("content-type"), headers.get("content-encoding"))
+        response = flow.response
+        if state.permit is not None:
+            kind = is_breaker_failure(response.status_code, None)
+            self._record_outcome(state, kind, response.status_code, response.headers.get("retry-after"))
+            if kind in FAILOVER_KINDS and state.original is not None:
+                # Hold the refusal back (it is a small error body) so that the client sees only
+                # the default lane's answer; see response().
+                state.failing_over = True
+                return
+        reader = UsageReader(response.headers.get("content-type"), response.headers.get("content-encoding"))
         state.reader = reader
 
         def tap(chunk: bytes) -> bytes:
-            if state.first_byte is None and chunk:
-                state.first_byte = time.time()
+            if chunk:
+                now = time.time()
+                if state.first_byte is None:
+                    state.first_byte = now
+                state.last_byte = now
             reader.feed(chunk)
             return chunk
 
         # Streaming every routed response keeps SSE event-by-event and costs nothing for JSON.
-        flow.response.stream = tap
+        response.stream = tap
 
-    def response(self, flow: http.HTTPFlow) -> None:
+    async def response(self, flow: http.HTTPFlow) -> None:
+        state: FlowState | None = flow.metadata.get(FLOW_KEY)
+        if state is not None and state.failing_over and not state.logged:
+            await self._failover(flow, state)
+            return
         self._finish(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        state: FlowState | None = flow.metadata.get(FLOW_KEY)
+        if state is not None and state.permit is not None:
+            status = flow.response.status_code if flow.response else None
+            kind = is_breaker_failure(status, _error_text(flow, state, self._read_timeout()))
+            breaker = self.runtime.breakers.get(state.lane.name)
+            if not state.outcome_recorded:
+                self._record_outcome(state, kind, status, None)
+            elif kind is not None and breaker is not None:
+                breaker.record_failure(state.permit, kind, status)  # a good status, then the body broke
         self._finish(flow)
 
     # --- routing ---------------------------------------------------------------------------------
+    def _read_timeout(self) -> float:
+        return self.runtime.active.config.proxy.read_timeout_s
+
     def _route(self, flow: http.HTTPFlow) -> None:
         request = flow.request
         snapshot = self.runtime.active
@@ -146,9 +196,14 @@ class Router:
             body = _parse_body(request)
             facts = RequestFacts(request.method, path, model_of(body))
         route = decide(facts, snapshot.table, self.runtime.conditions())
+        permit = None
+        if snapshot.lanes[route.lane].keyed:
+            breaker = self.runtime.breakers.get(route.lane)
+            permit = breaker.acquire() if breaker is not None else None
+            if permit is None:  # the half-open trial slot went to another request first
+                route = Route(snapshot.table.default_lane, Reason.BREAKER, route.rule)
         lane = snapshot.lanes[route.lane]
-        self._rewrite(request, lane, route, body)
-        flow.metadata[FLOW_KEY] = FlowState(
+        state = FlowState(
             route=route,
             lane=lane,
             listener=_listener(flow),
@@ -156,7 +211,17 @@ class Router:
             model=facts.model,
             stream_requested=isinstance(body, dict) and body.get("stream") is True,
             started=request.timestamp_start or time.time(),
+            permit=permit,
         )
+        if lane.keyed and snapshot.config.breaker.failover:
+            state.original = request.copy()
+        if not lane.keyed and facts.is_messages and isinstance(body, dict):
+            stripped = strip_foreign_thinking(body, self.runtime.foreign_signatures.is_foreign)
+            if stripped.changed:
+                state.thinking_stripped = stripped.blocks
+                request.content = _serialise(body)
+        self._rewrite(request, lane, route, body)
+        flow.metadata[FLOW_KEY] = state
         self.in_flight += 1
 
     @staticmethod
@@ -174,7 +239,7 @@ class Router:
                 request.headers.pop(name, None)
         if route.upstream_model is not None and isinstance(body, dict):
             body["model"] = route.upstream_model
-            request.content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+            request.content = _serialise(body)
         if lane.keyed:
             assert lane.key is not None, "decide() never routes to a lane without a key"
             if lane.header_mode == "authorization":
@@ -182,23 +247,95 @@ class Router:
             else:
                 request.headers["x-api-key"] = lane.key
 
+    # --- breaker and failover --------------------------------------------------------------------
+    def _record_outcome(
+        self, state: FlowState, kind: str | None, status: int | None, retry_after: str | None
+    ) -> None:
+        breaker = self.runtime.breakers.get(state.lane.name)
+        if breaker is None or state.permit is None or state.outcome_recorded:
+            return
+        state.outcome_recorded = True
+        if kind is None:
+            if status is None:  # no outcome (client went away first): give a trial slot back
+                breaker.release(state.permit)
+            elif breaker.record_success(state.permit) is not None:
+                log.warning("lane %s is healthy again: breaker closed", state.lane.name)
+            return
+        if breaker.record_failure(state.permit, kind, status, retry_after) is not None:
+            snapshot = breaker.snapshot()
+            log.warning(
+                "lane %s breaker OPEN (%s): its traffic goes to %s until %s",
+                state.lane.name,
+                snapshot.get("message") or kind,
+                self.runtime.active.config.routing.default_lane,
+                snapshot.get("retry_at"),
+            )
+
+    async def _failover(self, flow: http.HTTPFlow, state: FlowState) -> None:
+        """Answer a call the offload lane refused from the default lane (at most once)."""
+        assert state.original is not None and flow.response is not None
+        snapshot = self.runtime.active
+        default = snapshot.lanes[snapshot.table.default_lane]
+        refused = flow.response
+        self._finish(flow, error=f"refused with {refused.status_code}; failed over to {default.name}")
+        attempt = FlowState(
+            route=Route(default.name, Reason.FAILOVER, state.route.rule),
+            lane=default,
+            listener=state.listener,
+            path=state.path,
+            model=state.model,
+            stream_requested=state.stream_requested,
+            started=time.time(),
+            thinking_stripped=state.thinking_stripped,
+        )
+        self.in_flight += 1
+        original = state.original
+        body = _parse_body(original)
+        foreign = self.runtime.foreign_signatures.is_foreign
+        if isinstance(body, dict) and strip_foreign_thinking(body, foreign).changed:
+            original.content = _serialise(body)
+        error: str | None = None
+        response: http.Response | None = None
+        try:
+            response = await self.failover_client.send(original, default, self._read_timeout())
+        except Exception as exc:
+            error = clean_text(f"failover to {default.name} failed: {type(exc).__name__}: {exc}")
+            log.warning("%s", error)
+        if response is not None:
+            attempt.first_byte = attempt.last_byte = time.time()
+            reader = UsageReader(response.headers.get("content-type"), None)
+            reader.feed(response.content or b"")
+            attempt.reader = reader
+            flow.response = response  # the client never saw the refusal
+        self._emit(flow, attempt, flow.response if response is not None else None, error, attempt_of=flow.id)
+
     # --- accounting ------------------------------------------------------------------------------
-    def _finish(self, flow: http.HTTPFlow) -> None:
+    def _finish(self, flow: http.HTTPFlow, error: str | None = None) -> None:
         state: FlowState | None = flow.metadata.get(FLOW_KEY)
         if state is None or state.logged:
             return
+        error = error or _error_text(flow, state, self._read_timeout())
+        self._emit(flow, state, flow.response, error)
+
+    def _emit(
+        self,
+        flow: http.HTTPFlow,
+        state: FlowState,
+        response: http.Response | None,
+        error: str | None,
+        attempt_of: str | None = None,
+    ) -> None:
         state.logged = True
         self.in_flight -= 1
-        now = time.time()
-        response = flow.response
-        usage = state.reader.close() if state.reader else None
-        error = _error_text(flow)
+        usage: Usage | None = state.reader.close() if state.reader else None
         if error is None and usage is not None and usage.error_type:
-            error = clean_text(f"upstream error event: {usage.error_type}")
+            error = f"upstream error event: {usage.error_type}"
+        if usage is not None and state.lane.keyed and usage.signatures:
+            self.runtime.foreign_signatures.add_all(usage.signatures)
         content_type = response.headers.get("content-type", "") if response else ""
         record = UsageRecord(
             ts=datetime.fromtimestamp(state.started, UTC).isoformat(timespec="milliseconds"),
-            id=flow.id,
+            id=str(uuid.uuid4()) if attempt_of else flow.id,
             listener=state.listener,
             lane=state.route.lane,
             rule=clean_text(state.route.rule),
@@ -210,7 +347,7 @@ class Router:
             status=response.status_code if response else None,
             stream=content_type.startswith("text/event-stream") or state.stream_requested,
             ttfb_ms=_ms(state.first_byte - state.started) if state.first_byte else None,
-            duration_ms=_ms(now - state.started),
+            duration_ms=_ms(time.time() - state.started),
             input_tokens=usage.input_tokens if usage else None,
             output_tokens=usage.output_tokens if usage else None,
             cache_read_input_tokens=usage.cache_read_input_tokens if usage else None,
@@ -219,7 +356,9 @@ class Router:
             http_version=flow.request.http_version,
             upstream_http_version=response.http_version if response else None,
             session=clean_text(flow.request.headers.get("x-claude-code-session-id"), 80),
-            error=error,
+            error=clean_text(error),
+            attempt_of=attempt_of,
+            thinking_stripped=state.thinking_stripped,
         )
         failed = error is not None or record.status is None or record.status >= 400
         self.runtime.record(record.lane, record.duration_ms, failed)

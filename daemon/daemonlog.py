@@ -58,4 +58,5 @@ def setup_logging(state_dir: Path, config: Config, level: str = "info") -> None:
     root.addHandler(_file_handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("ccmitm").setLevel(level.upper())
-    logging.getLogger("mitmproxy").setLevel(logging.WARNING)
+    # --log-level debug also lets mitmproxy's own info records through, for debugging sessions.
+    logging.getLogger("mitmproxy").setLevel(logging.INFO if level == "debug" else logging.WARNING)

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .breaker import CircuitBreaker
 from .config import Config, LaneConfig, LaneKey, LoadedConfig, resolve_lane_key
+from .crosslane import SignatureRegistry
 from .routing import LaneConditions, RoutingTable
 
 log = logging.getLogger(__name__)
@@ -168,7 +170,11 @@ class Runtime:
         self.stats: dict[str, LaneStats] = {}
         self.last_reload_error: str | None = None
         self.last_reload_error_at: str | None = None
-        self.breakers: dict[str, Any] = {}
+        self.breakers: dict[str, CircuitBreaker] = {}
+        # Signatures (as digests) of thinking blocks the offload lanes made: stripped on the way
+        # to the default lane, which would reject them.
+        self.foreign_signatures = SignatureRegistry()
+        self._sync_breakers(None)
 
     # --- kill-switch -----------------------------------------------------------------------------
     @property
@@ -196,6 +202,7 @@ class Runtime:
     def swap(self, snapshot: Snapshot) -> None:
         previous = self.active
         self.active = snapshot
+        self._sync_breakers(previous)
         self.last_reload_error = None
         self.last_reload_error_at = None
         # An edit of routing.paused in the file is the newest word on the kill-switch.
@@ -203,6 +210,24 @@ class Runtime:
             self.pause_override = None
             if self.pause_store:
                 self.pause_store.save(None)
+
+    def _sync_breakers(self, previous: Snapshot | None) -> None:
+        """One breaker per keyed lane; settings follow the config; a new key starts a lane afresh."""
+        settings = self.active.config.breaker
+        wanted = {name for name, lane in self.active.lanes.items() if lane.keyed}
+        for name in list(self.breakers):
+            if name not in wanted:
+                del self.breakers[name]
+        for name in wanted:
+            breaker = self.breakers.get(name)
+            if breaker is None:
+                label = "Z.AI" if "z.ai" in self.active.config.lanes[name].url else name
+                self.breakers[name] = CircuitBreaker.from_config(name, settings, label=label)
+                continue
+            breaker.reconfigure(settings.failures, settings.window_s, settings.cooldown_s)
+            before = previous.lanes.get(name) if previous else None
+            if before is not None and before.key != self.active.lanes[name].key:
+                breaker.reset()
 
     def reload_failed(self, message: str) -> None:
         self.last_reload_error = message

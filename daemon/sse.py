@@ -3,6 +3,15 @@
 The reader never changes or holds back the bytes: callers forward each chunk unchanged and feed a
 copy here. It understands both a Server-Sent Events stream (``message_start`` / ``message_delta``
 / ``error`` events) and a plain JSON Messages response, optionally content-encoded.
+
+It also collects the signatures of the thinking blocks in the response (``Usage.signatures``):
+the daemon remembers those an offload lane produced, so that a conversation moved to Anthropic
+later can have exactly those blocks removed (see :mod:`ccmitm.crosslane`). In a stream a
+signature arrives in ``content_block_start`` (``content_block.signature``, or ``data`` for a
+``redacted_thinking`` block) and/or in ``signature_delta`` deltas, which are joined per block.
+
+Cost: it runs on the event loop for every chunk, so only the few events that can matter are
+JSON-parsed; text deltas are passed over after a substring test on their raw bytes.
 """
 
 from __future__ import annotations
@@ -20,9 +29,23 @@ USAGE_FIELDS = (
     "cache_creation_input_tokens",
 )
 
-_INTERESTING_EVENTS = frozenset({"message_start", "message_delta", "error"})
+_INTERESTING_EVENTS = frozenset(
+    {
+        "message_start",
+        "message_delta",
+        "error",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+    }
+)
+_THINKING_TYPES = frozenset({"thinking", "redacted_thinking"})
 _MAX_EVENT_BYTES = 256 * 1024  # usage events are small; a huge event is content, not usage
 _MAX_JSON_BYTES = 8 * 1024 * 1024  # a non-streamed reply larger than this is not parsed for usage
+# Bounds on what a single response may make us keep for signatures (a hostile stream could send
+# endless signature deltas): beyond them collection stops and ``signatures_truncated`` is set.
+_MAX_SIGNATURES = 256
+_MAX_SIGNATURE_CHARS = 1024 * 1024  # over all signatures of one response, pending ones included
 
 
 @dataclass
@@ -36,6 +59,11 @@ class Usage:
     error_type: str | None = None  # an in-stream or JSON error's type
     events: int = 0  # complete SSE events seen
     extra: dict[str, Any] = field(default_factory=dict)
+    thinking_blocks: int = 0  # thinking / redacted_thinking blocks seen
+    # Each thinking block's signature (a redacted_thinking block's ``data``), in block order; empty
+    # ones are left out. Opaque tokens, not secrets, but bodies' content: never log them.
+    signatures: list[str] = field(default_factory=list, repr=False)
+    signatures_truncated: bool = False  # a bound was hit; some signatures were not kept
 
     def merge(self, usage: Any) -> None:
         if not isinstance(usage, dict):
@@ -91,6 +119,11 @@ class UsageReader:
         self._event_size = 0
         self._json_body: list[bytes] = []
         self._json_size = 0
+        # Signatures of thinking blocks still streaming: block index -> parts seen so far. A
+        # content_block_start signature is the fallback when no signature_delta follows.
+        self._pending_signatures: dict[int, list[str]] = {}
+        self._start_signatures: dict[int, str] = {}
+        self._signature_chars = 0
 
     def feed(self, chunk: bytes) -> None:
         if self._broken or not chunk:
@@ -113,6 +146,8 @@ class UsageReader:
                         self._line(self._line_buffer)
                         self._line_buffer = b""
                     self._dispatch()
+                    for index in sorted(self._pending_signatures.keys() | self._start_signatures.keys()):
+                        self._finish_signature(index)
                 else:
                     self._parse_json_body()
             except Exception:
@@ -162,8 +197,12 @@ class UsageReader:
         self.usage.events += 1
         if size > _MAX_EVENT_BYTES or (name is not None and name not in _INTERESTING_EVENTS):
             return
-        payload = b"\n".join(data)
-        if name is None and b'"message_' not in payload and b'"error"' not in payload:
+        payload = data[0] if len(data) == 1 else b"\n".join(data)
+        if name == "content_block_delta":
+            # The bulk of every stream: decided inline, without a call, as cheaply as possible.
+            if b"signature_delta" not in payload:
+                return
+        elif not self._worth_parsing(name, payload):
             return
         try:
             event = json.loads(payload)
@@ -171,6 +210,21 @@ class UsageReader:
             return
         if isinstance(event, dict):
             self._event(event)
+
+    def _worth_parsing(self, name: str | None, payload: bytes) -> bool:
+        """A substring test on the raw event, so the many text deltas are never JSON-parsed."""
+        if name == "content_block_start":
+            return b"thinking" in payload  # also matches "redacted_thinking"
+        if name == "content_block_stop":
+            return bool(self._pending_signatures or self._start_signatures)
+        if name is not None:
+            return True  # message_start, message_delta, error
+        # An event without an "event:" line: decide by the payload alone.
+        if b'"message_' in payload or b'"error"' in payload:
+            return True
+        if b"signature_delta" in payload or b"thinking" in payload:
+            return True
+        return b"content_block_stop" in payload and bool(self._pending_signatures or self._start_signatures)
 
     def _event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -189,6 +243,67 @@ class UsageReader:
             error = event.get("error")
             if isinstance(error, dict) and isinstance(error.get("type"), str):
                 self.usage.error_type = error["type"]
+        elif kind == "content_block_start":
+            self._block_start(event)
+        elif kind == "content_block_delta":
+            self._block_delta(event)
+        elif kind == "content_block_stop":
+            index = event.get("index")
+            if _is_index(index):
+                self._finish_signature(index)
+
+    # --- thinking signatures -----------------------------------------------------------------
+    def _block_start(self, event: dict[str, Any]) -> None:
+        block, index = event.get("content_block"), event.get("index")
+        if not isinstance(block, dict) or block.get("type") not in _THINKING_TYPES:
+            return
+        self.usage.thinking_blocks += 1
+        if not _is_index(index):
+            # Without an index no delta can be matched to it: keep what the start carries.
+            self._keep_signature(_signature_of(block))
+            return
+        signature = _signature_of(block)
+        if signature and self._room_for(index, self._start_signatures) and self._budget(len(signature)):
+            self._start_signatures[index] = signature
+
+    def _block_delta(self, event: dict[str, Any]) -> None:
+        delta, index = event.get("delta"), event.get("index")
+        if not isinstance(delta, dict) or delta.get("type") != "signature_delta":
+            return
+        part = delta.get("signature")
+        if not _is_index(index) or not isinstance(part, str) or not part:
+            return
+        if self._room_for(index, self._pending_signatures) and self._budget(len(part)):
+            self._pending_signatures.setdefault(index, []).append(part)
+
+    def _finish_signature(self, index: int) -> None:
+        parts = self._pending_signatures.pop(index, None)
+        start = self._start_signatures.pop(index, None)
+        # Anthropic sends the signature as signature_delta(s) with an empty one in the start event;
+        # a compatible lane may put it in the start event instead. Deltas win when both exist.
+        self._keep_signature("".join(parts) if parts else start)
+
+    def _keep_signature(self, signature: str | None) -> None:
+        if not signature:
+            return
+        if len(self.usage.signatures) >= _MAX_SIGNATURES:
+            self.usage.signatures_truncated = True
+            return
+        self.usage.signatures.append(signature)
+
+    def _room_for(self, index: int, pending: dict[int, Any]) -> bool:
+        # Many tiny signatures under distinct indexes must not grow the dict without bound either.
+        if index in pending or len(pending) < _MAX_SIGNATURES:
+            return True
+        self.usage.signatures_truncated = True
+        return False
+
+    def _budget(self, chars: int) -> bool:
+        if self._signature_chars + chars > _MAX_SIGNATURE_CHARS:
+            self.usage.signatures_truncated = True
+            return False
+        self._signature_chars += chars
+        return True
 
     # --- plain JSON ----------------------------------------------------------------------------
     def _feed_json(self, data: bytes) -> None:
@@ -215,3 +330,21 @@ class UsageReader:
             self.usage.model = body["model"]
         if isinstance(body.get("stop_reason"), str):
             self.usage.stop_reason = body["stop_reason"]
+        content = body.get("content")
+        if isinstance(content, list):
+            for block in content:
+                if isinstance(block, dict) and block.get("type") in _THINKING_TYPES:
+                    self.usage.thinking_blocks += 1
+                    signature = _signature_of(block)
+                    if signature and self._budget(len(signature)):
+                        self._keep_signature(signature)
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _signature_of(block: dict[str, Any]) -> str | None:
+    """A thinking block's signature; for redacted_thinking the opaque ``data`` plays that role."""
+    value = block.get("data") if block.get("type") == "redacted_thinking" else block.get("signature")
+    return value if isinstance(value, str) and value else None

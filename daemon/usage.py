@@ -60,7 +60,8 @@ class UsageRecord:
     upstream_http_version: str | None
     session: str | None
     error: str | None
-    attempt_of: str | None = None  # for a failover: the id of the failed first attempt
+    attempt_of: str | None = None  # for a failover: the id of the refused first attempt
+    thinking_stripped: int | None = None  # offload-lane thinking blocks removed before the default lane
 
     def to_line(self) -> bytes:
         return (json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False) + "\n").encode()

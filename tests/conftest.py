@@ -61,6 +61,7 @@ class Daemon:
         self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.stderr_path = root / "ccmitmd.stderr"
+        self._stderr_offset = 0
         self.write_config(config)
 
     # --- paths -----------------------------------------------------------------------------------
@@ -118,6 +119,7 @@ class Daemon:
 
     # --- process ---------------------------------------------------------------------------------
     def start(self, wait: bool = True) -> Daemon:
+        self._stderr_offset = self.stderr_path.stat().st_size if self.stderr_path.exists() else 0
         stderr = open(self.stderr_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ccmitm.supervisor", "--config", str(self.config_path)],
@@ -136,7 +138,7 @@ class Daemon:
         while time.monotonic() < deadline:
             if self.proc and self.proc.poll() is not None:
                 raise RuntimeError(f"ccmitmd exited {self.proc.returncode}:\n{self.stderr()}")
-            if " ready: " in self.stderr():
+            if " ready: " in self.stderr()[self._stderr_offset :]:
                 return
             time.sleep(0.05)
         raise TimeoutError(f"ccmitmd not ready:\n{self.stderr()}")

@@ -1,0 +1,341 @@
+"""Control plane and hot config against the real daemon: real socket, real file edits."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from conftest import CLIENT_API_KEY, ZAI_KEY, Daemon, free_port, sha, wait_port
+
+pytestmark = pytest.mark.e2e
+
+HAIKU = "claude-haiku-4-5"
+
+
+def post(daemon: Daemon, model: str = HAIKU, base: str | None = None, **extra) -> httpx.Response:
+    return httpx.post(
+        (base or daemon.reverse_url) + "/v1/messages",
+        json={"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}], **extra},
+        headers={"x-api-key": CLIENT_API_KEY},
+        timeout=20,
+    )
+
+
+def ca_context(daemon: Daemon):
+    import ssl
+
+    return ssl.create_default_context(cafile=str(daemon.ca_cert))
+
+
+def reload_count(daemon: Daemon) -> int:
+    return daemon.stderr().count("config reloaded")
+
+
+def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(what)
+
+
+def status(daemon: Daemon) -> dict:
+    result = daemon.ccctl("status", "--json", check=True)
+    return json.loads(result.stdout)
+
+
+def test_status_reports_the_running_daemon(daemon: Daemon) -> None:
+    post(daemon)
+    daemon.wait_usage(1)
+    data = status(daemon)
+    assert data["running"] is True and data["paused"] is False
+    assert data["pid"] == daemon.proc.pid
+    assert data["listeners"] == {**data["listeners"], "port": daemon.port, "reverse_port": daemon.reverse_port}
+    assert data["lanes"]["zai"]["requests"] == 1 and data["lanes"]["zai"]["available"] is True
+    assert data["lanes"]["zai"]["header_mode"] == "x-api-key"
+    assert data["lanes"]["anthropic"]["header_mode"] == "passthrough"
+    assert data["config"]["source"] == str(daemon.config_path) and data["config"]["last_reload_error"] is None
+    assert {job["id"] for job in data["jobs"]} >= {"rotate-logs", "nightly-bundle"}
+    human = daemon.ccctl("status", check=True).stdout
+    assert "running" in human and "zai" in human
+    for secret in (ZAI_KEY, CLIENT_API_KEY):
+        assert secret not in human and secret not in json.dumps(data)
+    shown = daemon.ccctl("config", "show", check=True).stdout
+    assert ZAI_KEY not in shown and "lane zai key: present" in shown
+
+
+def test_pause_and_resume_route_at_once_and_persist_across_restart(make_daemon, upstreams) -> None:
+    anthropic_up, zai = upstreams
+    daemon = make_daemon()
+    assert post(daemon).status_code == 200
+    assert len(zai.messages()) == 1
+
+    daemon.ccctl("pause", check=True)
+    assert post(daemon).status_code == 200  # the very next request
+    assert len(zai.messages()) == 1 and anthropic_up.messages()[-1].model == HAIKU
+    lines = daemon.wait_usage(2)
+    assert lines[-1]["reason"] == "paused" and lines[-1]["lane"] == "anthropic"
+    assert status(daemon)["paused"] is True
+    assert "ccctl pause" in status(daemon)["paused_source"]
+
+    daemon.stop()
+    daemon.start()  # a paused daemon restarted stays paused
+    assert status(daemon)["paused"] is True
+    post(daemon)
+    assert len(zai.messages()) == 1
+
+    daemon.ccctl("resume", check=True)
+    post(daemon)
+    assert len(zai.messages()) == 2
+    daemon.stop()
+    daemon.start()
+    assert status(daemon)["paused"] is False
+
+
+def test_editing_routing_paused_in_the_file_wins_over_an_earlier_ccctl(daemon: Daemon) -> None:
+    daemon.ccctl("pause", check=True)
+    config = daemon.config
+    config["routing"]["paused"] = True
+    before = reload_count(daemon)
+    daemon.write_config(config)
+    wait_for(lambda: reload_count(daemon) > before, what="reload")
+    config["routing"]["paused"] = False
+    daemon.write_config(config)
+    wait_for(lambda: reload_count(daemon) > before + 1, what="second reload")
+    data = status(daemon)
+    assert data["paused"] is False and data["paused_source"].startswith("config routing.paused")
+
+
+def test_atomic_rename_save_and_in_place_save_each_reload_once(daemon: Daemon) -> None:
+    config = daemon.config
+    config["lanes"]["zai"]["header_mode"] = "authorization"
+    text = yaml.safe_dump(config)
+
+    before = reload_count(daemon)
+    temp = daemon.config_path.with_name(".config.yaml.swp")
+    temp.write_text(text)
+    os.replace(temp, daemon.config_path)  # how editors save
+    wait_for(lambda: reload_count(daemon) == before + 1, what="rename save reload")
+    time.sleep(1.0)  # a debounce window and more: no second reload may follow
+    assert reload_count(daemon) == before + 1
+
+    config["lanes"]["zai"]["header_mode"] = "x-api-key"
+    with open(daemon.config_path, "w") as handle:  # in place, in several writes
+        for line in yaml.safe_dump(config).splitlines(keepends=True):
+            handle.write(line)
+            handle.flush()
+    wait_for(lambda: reload_count(daemon) == before + 2, what="in-place save reload")
+    time.sleep(1.0)
+    assert reload_count(daemon) == before + 2
+
+
+def test_broken_save_is_rejected_and_requests_keep_succeeding(daemon: Daemon, upstreams) -> None:
+    _, zai = upstreams
+    good = daemon.config_path.read_text()
+    daemon.config_path.write_text(good.replace("lane: zai", "lane: zia"))
+    wait_for(lambda: "reload (file change) rejected" in daemon.stderr(), what="rejection")
+    data = status(daemon)
+    assert "routing.rules[0].lane: unknown lane 'zia'" in data["config"]["last_reload_error"]
+    assert post(daemon).status_code == 200 and len(zai.messages()) == 1  # old config still routes
+
+    daemon.config_path.write_text("proxy: [unclosed\n")
+    wait_for(lambda: "invalid YAML" in (status(daemon)["config"]["last_reload_error"] or ""), what="yaml error")
+    assert post(daemon).status_code == 200 and len(zai.messages()) == 2
+
+    result = daemon.ccctl("reload")
+    assert result.returncode == 1 and "invalid YAML" in result.stderr
+
+    daemon.config_path.write_text(good)
+    wait_for(lambda: status(daemon)["config"]["last_reload_error"] is None, what="error cleared")
+
+
+def negotiated_alpn(daemon: Daemon) -> str | None:
+    """CONNECT through the intercepting listener and see which protocol its TLS picks for a client
+    that prefers h2 (as curl and browsers do)."""
+    import socket
+    import ssl
+
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as raw:
+        raw.sendall(b"CONNECT api.anthropic.com:443 HTTP/1.1\r\nHost: api.anthropic.com:443\r\n\r\n")
+        assert raw.recv(4096).startswith(b"HTTP/1.1 200")
+        context = ssl.create_default_context(cafile=str(daemon.ca_cert))
+        context.set_alpn_protocols(["h2", "http/1.1"])
+        with context.wrap_socket(raw, server_hostname="api.anthropic.com") as tls:
+            return tls.selected_alpn_protocol()
+
+
+def curl_http_version(daemon: Daemon) -> str:
+    """One real HTTP/2-capable client call (curl prefers h2, as browsers do) through the proxy."""
+    import subprocess
+
+    result = subprocess.run(
+        ["curl", "-sS", "--http2", "-x", daemon.proxy_url, "--cacert", str(daemon.ca_cert),
+         "-o", "/dev/null", "-w", "%{http_version}", "-H", f"x-api-key: {CLIENT_API_KEY}",
+         "-H", "content-type: application/json",
+         "--data", json.dumps({"model": HAIKU, "max_tokens": 8, "messages": []}),
+         "https://api.anthropic.com/v1/messages"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_header_mode_and_http2_flip_without_restart(daemon: Daemon, upstreams) -> None:
+    _, zai = upstreams
+    assert negotiated_alpn(daemon) == "h2"
+    assert curl_http_version(daemon) == "2"
+    assert sha(zai.messages()[-1].header("x-api-key")) == sha(ZAI_KEY)
+
+    config = daemon.config
+    config["lanes"]["zai"]["header_mode"] = "authorization"
+    config["proxy"]["http2"] = False
+    daemon.write_config(config)
+    wait_for(lambda: status(daemon)["http2"] is False, what="reload")
+
+    assert negotiated_alpn(daemon) == "http/1.1"  # h2 is no longer offered
+    assert curl_http_version(daemon) == "1.1"
+    received = zai.messages()[-1]
+    assert sha(received.header("authorization")) == sha(f"Bearer {ZAI_KEY}")
+    assert not received.has_header("x-api-key")
+    lines = daemon.wait_usage(2)
+    assert [line["http_version"] for line in lines] == ["HTTP/2.0", "HTTP/1.1"]
+    assert [line["header_mode"] for line in lines] == ["x-api-key", "authorization"]
+
+
+def test_port_change_rebinds_without_dropping_a_stream_in_flight(daemon: Daemon, upstreams) -> None:
+    _, zai = upstreams
+    zai.behaviour = "gated"
+    old_base = daemon.reverse_url
+    received: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def stream() -> None:
+        try:
+            with httpx.stream(
+                "POST",
+                old_base + "/v1/messages",
+                json={"model": HAIKU, "max_tokens": 8, "stream": True, "messages": []},
+                timeout=30,
+            ) as response:
+                for chunk in response.iter_bytes():
+                    received.append(chunk)
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=stream)
+    worker.start()
+    wait_for(lambda: received, what="first bytes")
+
+    new_port = free_port()
+    config = daemon.config
+    config["proxy"]["reverse_port"] = new_port
+    daemon.write_config(config)
+    wait_for(lambda: status(daemon)["listeners"]["reverse_port"] == new_port, what="rebind")
+    wait_port(new_port)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(old_base + "/", timeout=2)
+
+    zai.release()
+    worker.join(30)
+    assert errors == []
+    assert b"message_stop" in b"".join(received)
+    zai.behaviour = "ok"
+    assert post(daemon, base=f"http://127.0.0.1:{new_port}").status_code == 200
+
+
+def test_taken_port_on_reload_is_refused_and_the_old_listeners_keep_serving(daemon: Daemon) -> None:
+    import socket
+
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    try:
+        serving = daemon.reverse_url
+        config = daemon.config
+        config["proxy"]["reverse_port"] = blocker.getsockname()[1]
+        daemon.write_config(config)
+        wait_for(lambda: "listeners" in (status(daemon)["config"]["last_reload_error"] or ""), what="refusal")
+        assert post(daemon, base=serving).status_code == 200
+        assert status(daemon)["listeners"]["reverse_port"] == int(serving.rsplit(":", 1)[1])
+    finally:
+        blocker.close()
+
+
+def test_ccctl_against_a_stopped_daemon_fails_cleanly(make_daemon) -> None:
+    daemon = make_daemon(start=False)
+    for command in (["status"], ["pause"], ["resume"], ["reload"], ["stop"]):
+        result = daemon.ccctl(*command)
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines() == [
+            "ccctl: ccmitmd is not running; start it with `ccctl start`, `make run` or the service"
+        ]
+
+
+def test_control_socket_and_its_directory_are_owner_only(daemon: Daemon) -> None:
+    socket_path = Path(status(daemon)["control_socket"])
+    assert socket_path.parent == daemon.root / "run" / "ccmitm"
+    assert stat.S_IMODE(socket_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(socket_path.parent.stat().st_mode) == 0o700
+    assert stat.S_ISSOCK(socket_path.stat().st_mode)
+
+
+def test_start_and_stop_without_a_service_manager(make_daemon, upstreams) -> None:
+    daemon = make_daemon(start=False)
+    result = daemon.ccctl("start", timeout=60)
+    assert result.returncode == 0, result.stderr
+    try:
+        pid = status(daemon)["pid"]
+        assert post(daemon).status_code == 200
+        assert daemon.ccctl("start").stdout.strip() == "ccmitmd is already running"
+    finally:
+        result = daemon.ccctl("stop", timeout=60)
+    assert result.returncode == 0 and f"pid {pid}" in result.stdout
+    assert not (daemon.state_dir / "ccmitmd.pid").exists()
+    assert daemon.ccctl("status").returncode == 1
+
+
+def test_invalid_config_at_start_serves_the_last_good_one(make_daemon, upstreams) -> None:
+    _, zai = upstreams
+    daemon = make_daemon()
+    daemon.stop()
+    daemon.config_path.write_text(daemon.config_path.read_text().replace("lane: zai", "lane: nowhere"))
+    daemon.start()
+    data = status(daemon)
+    assert "unknown lane 'nowhere'" in data["config"]["last_reload_error"]
+    assert data["config"]["source"].endswith("last-good-config.yaml")
+    assert post(daemon).status_code == 200 and len(zai.messages()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], ["export HTTPS_PROXY='http://127.0.0.1:{port}'", "export NODE_EXTRA_CA_CERTS='{ca}'", "unset ANTHROPIC_BASE_URL"]),
+        (["--shell", "fish"], ["set -gx HTTPS_PROXY 'http://127.0.0.1:{port}'", "set -gx NODE_EXTRA_CA_CERTS '{ca}'", "set -e ANTHROPIC_BASE_URL"]),
+        (["--reverse"], ["unset HTTPS_PROXY", "unset NODE_EXTRA_CA_CERTS", "export ANTHROPIC_BASE_URL='http://127.0.0.1:{reverse}'"]),
+        (["--stock"], ["unset HTTPS_PROXY", "unset NODE_EXTRA_CA_CERTS", "unset ANTHROPIC_BASE_URL"]),
+        (["--stock", "--shell", "fish"], ["set -e HTTPS_PROXY", "set -e NODE_EXTRA_CA_CERTS", "set -e ANTHROPIC_BASE_URL"]),
+    ],
+)
+def test_env_wires_and_unwires_a_shell(make_daemon, args: list[str], expected: list[str]) -> None:
+    daemon = make_daemon(start=False)
+    result = daemon.ccctl("env", "--shell", "bash", *args) if "--shell" not in args else daemon.ccctl("env", *args)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if not line.startswith("#")]
+    assert lines == [e.format(port=daemon.port, reverse=daemon.reverse_port, ca=daemon.ca_cert) for e in expected]
+
+
+def test_env_output_really_wires_bash(daemon: Daemon) -> None:
+    import subprocess
+
+    script = f'eval "$({os.sys.executable} -m ccmitm.cli env --shell bash)"; echo "$HTTPS_PROXY|$NODE_EXTRA_CA_CERTS"'
+    out = subprocess.run(["bash", "-c", script], env=daemon.env(), capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == f"{daemon.proxy_url}|{daemon.ca_cert}"
+    assert daemon.ca_cert.exists()
