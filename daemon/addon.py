@@ -94,10 +94,11 @@ def _error_text(flow: http.HTTPFlow, state: FlowState, read_timeout_s: float) ->
     message = flow.error.msg or "error"
     lowered = message.lower()
     idle = time.time() - (state.last_byte or state.started)
-    if "client disconnected" in lowered:
-        text = "client abort"
-    elif idle >= read_timeout_s * 0.9:
+    # The idle check comes first: mitmproxy ends a stalled connection by closing the client side.
+    if idle >= read_timeout_s * 0.9:
         text = f"upstream stalled: no data for {idle:.0f}s"
+    elif "client disconnected" in lowered:
+        text = "client abort"
     elif flow.response is None:
         text = f"connect failure: {message}"
     else:
@@ -115,16 +116,24 @@ class Router:
         self.failover_client = DefaultLaneClient()
 
     # --- hooks ---------------------------------------------------------------------------------
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def _too_large(self, flow: http.HTTPFlow, size: int) -> bool:
         limit = self.runtime.active.config.proxy.max_body_bytes
+        if size <= limit:
+            return False
+        flow.response = anthropic_error(
+            413, "request_too_large", f"request body is larger than ccmitm's limit of {limit} bytes"
+        )
+        return True
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
         length = flow.request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit:
-            flow.response = anthropic_error(
-                413, "request_too_large", f"request body is larger than ccmitm's limit of {limit} bytes"
-            )
+        if length.isdigit():  # refuse before reading the body
+            self._too_large(flow, int(length))
 
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:  # already answered (e.g. rejected in requestheaders)
+            return
+        if self._too_large(flow, len(flow.request.raw_content or b"")):  # a chunked upload
             return
         try:
             self._route(flow)

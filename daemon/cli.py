@@ -44,6 +44,29 @@ def config_check(file: Path) -> None:
     sys.exit(1)
 
 
+@config.command("set")
+@click.argument("key")
+@click.argument("value")
+@click.pass_context
+def config_set(ctx: click.Context, key: str, value: str) -> None:
+    """Set KEY (e.g. proxy.http2) to VALUE in the config file, keeping its comments.
+
+    The edited file is validated first; the running daemon reloads it by itself."""
+    from .clicommon import config_path
+    from .config import ConfigError
+    from .configedit import parse_value, set_value
+
+    path = config_path(ctx)
+    try:
+        set_value(path, key, parse_value(value))
+    except ConfigError as exc:
+        click.echo(f"ccctl: not changed, the result would be invalid: {exc.source}", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(1)
+    click.echo(f"{path}: {key} = {value}")
+
+
 # --- command modules (one room each) -----------------------------------------------------------------
 from .cli_service import service  # noqa: E402
 

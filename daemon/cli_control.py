@@ -53,8 +53,8 @@ def format_status(status: dict[str, Any]) -> str:
         breaker_text = f"  breaker {breaker.get('state')}" if breaker else ""
         if breaker and breaker.get("retry_at"):
             breaker_text += f" until {breaker['retry_at']}"
-        if breaker and breaker.get("reason"):
-            breaker_text += f" ({breaker['reason']})"
+        if breaker and breaker.get("state") != "closed" and breaker.get("message"):
+            breaker_text += f" ({breaker['message']})"
         lines.append(
             f"  {name:<10} {role:<8} {lane['header_mode']:<13} {availability}  "
             f"{lane['requests']} req  {lane['errors']} err  "

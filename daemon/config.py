@@ -134,6 +134,7 @@ class RuleConfig(_Strict):
     match: str = Field(min_length=1)
     lane: str = Field(min_length=1)
     model: str | None = None
+    enabled: bool = True  # a disabled rule still matches, so the log can say why it did not apply
 
 
 class RoutingConfig(_Strict):
@@ -425,8 +426,11 @@ def apply_env_overrides(config: Config, environ: Mapping[str, str]) -> tuple[Con
     applied: list[str] = []
     routing = config.routing
     if environ.get("FORCE_HAIKU_TO_ZAI", "").strip() == "0":
-        kept = [rule for rule in routing.rules if "haiku" not in rule.match.lower()]
-        routing = routing.model_copy(update={"rules": kept})
+        rules = [
+            rule.model_copy(update={"enabled": False}) if "haiku" in rule.match.lower() else rule
+            for rule in routing.rules
+        ]
+        routing = routing.model_copy(update={"rules": rules})
         applied.append("FORCE_HAIKU_TO_ZAI=0 (Haiku rules disabled)")
     if environ.get("OFFLOAD_PAUSED", "").strip().lower() in ("1", "true", "yes", "on"):
         routing = routing.model_copy(update={"paused": True})

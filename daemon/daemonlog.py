@@ -12,9 +12,24 @@ from pathlib import Path
 
 from .config import Config
 from .logfiles import RotatingAppendFile
+from .secretscan import redact_text
 
 DAEMON_LOG = "daemon.log"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class RedactingFormatter(logging.Formatter):
+    """Scrubs credentials from every formatted record: a log is a place a secret could leak into
+    (an exception text, an upstream's error message), and the daemon log goes into bundles."""
+
+    secret_values: tuple[str, ...] = ()  # the lane keys in use, set by the supervisor
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record), self.secret_values)
+
+
+def set_secret_values(values: tuple[str, ...]) -> None:
+    RedactingFormatter.secret_values = values
 
 
 class RotatingFileHandler(logging.Handler):
@@ -46,7 +61,7 @@ def setup_logging(state_dir: Path, config: Config, level: str = "info") -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    formatter = logging.Formatter(_FORMAT)
+    formatter = RedactingFormatter(_FORMAT)
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(formatter)
     root.addHandler(stream)

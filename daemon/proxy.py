@@ -12,6 +12,7 @@ import contextlib
 import logging
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mitmproxy import options
@@ -21,6 +22,28 @@ from mitmproxy.master import Master
 from .config import Config
 
 log = logging.getLogger(__name__)
+
+
+CA_PRIVATE_FILES = ("mitmproxy-ca.pem", "mitmproxy-ca.p12")
+
+
+def secure_confdir(confdir: Path) -> list[str]:
+    """The CA's private key opens every TLS session we intercept: keep it and its directory
+    owner-only. mitmproxy writes new keys 0600 but never re-checks existing ones, so repair here."""
+    repaired: list[str] = []
+    if not confdir.is_dir():
+        return repaired
+    if confdir.stat().st_mode & 0o077:
+        confdir.chmod(0o700)
+        repaired.append(str(confdir))
+    for name in CA_PRIVATE_FILES:
+        path = confdir / name
+        if path.is_file() and path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+            repaired.append(str(path))
+    for item in repaired:
+        log.warning("tightened permissions of %s (the CA private key must be yours alone)", item)
+    return repaired
 
 
 class ListenerError(RuntimeError):
@@ -62,7 +85,10 @@ def mitmproxy_options(config: Config) -> dict[str, Any]:
         # Connect upstream only once the request is routed: the CONNECT host is rarely where
         # the request ends up.
         "connection_strategy": "lazy",
-        "body_size_limit": str(proxy.max_body_bytes),
+        # A memory backstop only: the addon refuses bodies over max_body_bytes itself, with an
+        # Anthropic-shaped 413 (mitmproxy checks first, so its limit sits far above ours: only a
+        # body over 4x the limit gets mitmproxy's plain-text 413).
+        "body_size_limit": str(4 * proxy.max_body_bytes),
         "keep_host_header": False,
         "tcp_timeout": int(max(proxy.read_timeout_s, 1)),
     }

@@ -23,11 +23,16 @@ class Reason(StrEnum):
     PAUSED = "paused"  # kill-switch: a rule matched but everything goes to the default lane
     LANE_UNAVAILABLE = "lane_unavailable"  # the rule's lane has no key
     BREAKER = "breaker"  # the rule's lane is failing; its breaker is open
+    RULE_DISABLED = (
+        "rule_disabled"  # the matching rule is switched off (enabled: false, FORCE_HAIKU_TO_ZAI=0)
+    )
     FAILOVER = "failover"  # the rule's lane failed before the first byte; retried once on the default lane
 
 
 #: Reasons that explain a request a rule sent elsewhere landing on the default lane.
-OVERRIDE_REASONS = frozenset({Reason.PAUSED, Reason.LANE_UNAVAILABLE, Reason.BREAKER, Reason.FAILOVER})
+OVERRIDE_REASONS = frozenset(
+    {Reason.PAUSED, Reason.LANE_UNAVAILABLE, Reason.BREAKER, Reason.FAILOVER, Reason.RULE_DISABLED}
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class CompiledRule:
     pattern: re.Pattern[str]
     lane: str
     model: str | None
+    enabled: bool
 
     def matches(self, model: str) -> bool:
         return self.pattern.match(model) is not None
@@ -81,6 +87,7 @@ class RoutingTable:
                 pattern=re.compile(fnmatch.translate(rule.match), re.IGNORECASE),
                 lane=rule.lane,
                 model=rule.model,
+                enabled=rule.enabled,
             )
             for index, rule in enumerate(config.routing.rules)
         )
@@ -111,6 +118,8 @@ def decide(facts: RequestFacts, table: RoutingTable, conditions: LaneConditions)
     rule = table.first_match(facts.model)
     if rule is None:
         return Route(default, Reason.DEFAULT)
+    if not rule.enabled:
+        return Route(default, Reason.RULE_DISABLED, rule.match)
     if rule.lane != default:
         # Overrides keep the request as the client wrote it: no model rewrite on the way back.
         if conditions.paused:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -21,12 +22,13 @@ import click
 
 from . import __version__, paths
 from .addon import Router
+from .bundle import load_last_run, make_bundle
 from .config import ConfigError, LoadedConfig, load, validate
 from .control import ControlError, ControlServer
-from .daemonlog import daemon_log_file, setup_logging
+from .daemonlog import daemon_log_file, set_secret_values, setup_logging
 from .jobs import BUNDLE_JOB, Housekeeping
 from .notify import Notifier
-from .proxy import ListenerError, Proxy
+from .proxy import ListenerError, Proxy, secure_confdir
 from .runtime import PauseStore, Runtime, Snapshot
 from .usage import UsageLog
 from .watcher import ConfigWatcher
@@ -37,6 +39,7 @@ EXIT_CONFIG = 2
 EXIT_LISTEN = 3
 PID_FILE = "ccmitmd.pid"
 LAST_GOOD = "last-good-config.yaml"
+SIGNATURES = "foreign-signatures.json"
 
 
 def _private_write(path: Path, data: bytes) -> None:
@@ -77,6 +80,7 @@ class Daemon:
         self.runtime = Runtime(Snapshot.build(start.loaded), PauseStore(state_dir / "state.json"))
         if start.error:
             self.runtime.reload_failed(f"invalid at start, serving the last good config: {start.error}")
+        self._load_signatures()
         self.usage = UsageLog(
             Path(config.logs.dir), config.logs.rotate_bytes, config.logs.keep, config.logs.daily
         )
@@ -109,6 +113,7 @@ class Daemon:
             await self.proxy.shutdown()
             self.usage.close()
             return EXIT_LISTEN
+        secure_confdir(Path(config.proxy.confdir))
         self._write_pid()
         self._save_last_good()
         self.watcher.start()
@@ -132,12 +137,12 @@ class Daemon:
         self.notifier.stopping()
         assert self.proxy is not None
         drain_s = self.runtime.active.config.proxy.drain_s
+        await self.proxy.stop_listening()
         log.info(
             "stopping: no new connections; draining %d in-flight call(s) (up to %gs)",
             self.router.in_flight,
             drain_s,
         )
-        await self.proxy.stop_listening()
         await self._drain(drain_s)
         self.watcher.stop()
         self.housekeeping.shutdown()
@@ -145,7 +150,9 @@ class Daemon:
         for task in list(self._tasks):
             task.cancel()
         await self.proxy.shutdown()
+        await self.router.failover_client.close()
         self.usage.close()
+        self._save_signatures()
         with contextlib.suppress(FileNotFoundError):
             (self.state_dir / PID_FILE).unlink()
         log.info("stopped")
@@ -164,6 +171,18 @@ class Daemon:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _load_signatures(self) -> None:
+        """Digests of the offload lanes' thinking signatures survive a restart, so a conversation
+        that crosses lanes after one is still cleaned (digests only: nothing secret, nothing usable)."""
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            digests = json.loads((self.state_dir / SIGNATURES).read_text(encoding="utf-8"))
+            self.runtime.foreign_signatures.load(digests)
+
+    def _save_signatures(self) -> None:
+        data = json.dumps(self.runtime.foreign_signatures.export()).encode()
+        with contextlib.suppress(OSError):
+            _private_write(self.state_dir / SIGNATURES, data)
+
     def _write_pid(self) -> None:
         _private_write(self.state_dir / PID_FILE, f"{os.getpid()}\n".encode())
 
@@ -177,6 +196,7 @@ class Daemon:
 
     def _announce(self) -> None:
         snapshot = self.runtime.active
+        set_secret_values(tuple(lane.key for lane in snapshot.lanes.values() if lane.key))
         for override in snapshot.loaded.overrides:
             log.info("environment override: %s", override)
         for name, lane in snapshot.lanes.items():
@@ -240,6 +260,7 @@ class Daemon:
                 )
                 return {"ok": False, "error": message}
             self.runtime.swap(snapshot)
+            set_secret_values(tuple(lane.key for lane in snapshot.lanes.values() if lane.key))
             self._apply_edges(loaded)
             self._save_last_good()
             changed = _changed_sections(previous.config.redacted(), loaded.config.redacted())
@@ -291,31 +312,22 @@ class Daemon:
         return {"reopened": [str(self.usage.path)]}
 
     async def _run_bundle(self) -> dict[str, Any]:
-        from .bundle import make_bundle
-
         config = self.runtime.active.config
+        keys = {name: lane.key for name, lane in self.runtime.active.lanes.items() if lane.key}
         log.info("bundle: starting")
-        result = await asyncio.to_thread(make_bundle, config, self.state_dir, datetime.now().astimezone())
-        data = result.as_dict() if hasattr(result, "as_dict") else dict(vars(result))
-        if data.get("ok", True):
-            log.info("bundle: wrote %s", data.get("archive") or data.get("path"))
+        # tar and gzip run in a worker thread: the proxy's event loop never waits for them.
+        result = await asyncio.to_thread(
+            make_bundle, config, self.state_dir, datetime.now().astimezone(), lane_keys=keys
+        )
+        if result.ok:
+            log.info("bundle: wrote %s", result.archive)
         else:
-            log.error("bundle failed: %s", data.get("error"))
-        return data
+            log.error("bundle failed: %s", result.error)
+        return result.as_dict()
 
     def _last_bundle_at(self) -> datetime | None:
-        try:
-            from .bundle import load_last_run
-        except ImportError:
-            return None
         last = load_last_run(self.state_dir)
-        if not last:
-            return None
-        at = last.get("at") if isinstance(last, dict) else getattr(last, "at", None)
-        if isinstance(at, str):
-            with contextlib.suppress(ValueError):
-                return datetime.fromisoformat(at)
-        return at if isinstance(at, datetime) else None
+        return last.at if last else None
 
     # --- control ---------------------------------------------------------------------------------
     def _handlers(self) -> dict[str, Any]:
@@ -395,15 +407,7 @@ class Daemon:
                     stats.as_dict() if stats else {"requests": 0, "errors": 0, "p50_ms": None, "p95_ms": None}
                 ),
             }
-        last_bundle = None
-        try:
-            from .bundle import load_last_run
-
-            last_bundle = load_last_run(self.state_dir)
-            if last_bundle is not None and not isinstance(last_bundle, dict):
-                last_bundle = dict(vars(last_bundle))
-        except ImportError:
-            pass
+        last_bundle = load_last_run(self.state_dir)
         return {
             "running": True,
             "pid": os.getpid(),
@@ -439,7 +443,10 @@ class Daemon:
             },
             "control_socket": str(self.control.socket_path),
             "jobs": self.housekeeping.jobs(),
-            "bundle": {"next": self.housekeeping.next_run(BUNDLE_JOB), "last": last_bundle},
+            "bundle": {
+                "next": self.housekeeping.next_run(BUNDLE_JOB),
+                "last": last_bundle.as_dict() if last_bundle else None,
+            },
             "now": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 

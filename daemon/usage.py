@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .logfiles import RotatingAppendFile, all_files, read_lines
+from .secretscan import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +28,13 @@ _MAX_TEXT = 200
 
 
 def clean_text(value: Any, limit: int = _MAX_TEXT) -> str | None:
-    """User-controlled text made safe for a log line: no control characters, bounded length."""
+    """User-controlled text made safe for a log line: no control characters, no credential (a
+    client could put a key in a model name, an upstream could echo one in an error), bounded."""
     if value is None:
         return None
-    text = str(value)
+    text = str(value)[: limit * 4]
     text = "".join(ch if ch.isprintable() else " " for ch in text)
-    return text[:limit]
+    return redact_text(text)[:limit]
 
 
 @dataclass

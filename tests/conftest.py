@@ -62,6 +62,7 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
         self.stderr_path = root / "ccmitmd.stderr"
         self._stderr_offset = 0
+        self.ccctl_outputs: list[str] = []
         self.write_config(config)
 
     # --- paths -----------------------------------------------------------------------------------
@@ -186,9 +187,39 @@ class Daemon:
             timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
+        self.ccctl_outputs.append(result.stdout + result.stderr)
         if check and result.returncode != 0:
             raise AssertionError(f"ccctl {args} failed {result.returncode}: {result.stderr}")
         return result
+
+    def written_by_ccmitm(self) -> list[Path]:
+        """Everything the daemon and ccctl wrote: logs, state, bundles, the daemon's own output."""
+        places = [self.logs_dir, self.root / "state", self.root / "run", self.root / "Downloads"]
+        return [p for p in places if p.exists()] + [self.stderr_path]
+
+    def secret_findings(self) -> list[str]:
+        """The CI secret scan: every planted credential, anywhere ccmitm wrote or printed."""
+        from ccmitm.secretscan import scan_text, scan_tree
+
+        findings = [str(f) for place in self.written_by_ccmitm() for f in scan_tree(place, ALL_SECRETS)]
+        for output in self.ccctl_outputs:
+            findings += [f"ccctl output: {kind}" for kind in scan_text(output, ALL_SECRETS)]
+        return findings
+
+
+def wait_for(predicate, timeout: float = 15.0, what: str = "condition") -> None:
+    """Poll until ``predicate()`` is true (bounded): for states, never for timing assertions."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(what)
+
+
+def status(daemon: Daemon) -> dict[str, Any]:
+    """`ccctl status --json` of a running daemon."""
+    return json.loads(daemon.ccctl("status", "--json", check=True).stdout)
 
 
 def base_config(root: Path, anthropic: FakeUpstream, zai: FakeUpstream) -> dict[str, Any]:
@@ -252,6 +283,10 @@ def make_daemon(tmp_path: Path, upstreams: tuple[FakeUpstream, FakeUpstream]):
     yield factory
     for daemon in started:
         daemon.stop()
+    # Every end-to-end test doubles as a secret scan of what its daemons wrote (promise 2).
+    for daemon in started:
+        findings = daemon.secret_findings()
+        assert findings == [], f"secrets found in what ccmitm wrote: {findings}"
 
 
 @pytest.fixture

@@ -76,6 +76,7 @@ class FakeUpstream:
         self.received: list[Received] = []
         self.port = 0
         self.reply_text = "ok"
+        self.thinking_signature: str | None = None  # when set, streamed replies end with a thinking block
         self.retry_after: str | None = None
         self._gate = threading.Event()
         self.gate_timed_out = False
@@ -262,8 +263,18 @@ class FakeUpstream:
             )
             for word in words
         ]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        if self.thinking_signature:
+            thinking = {"type": "thinking", "thinking": ""}
+            events += [
+                ("content_block_start", {"type": "content_block_start", "index": 1, "content_block": thinking}),
+                ("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                         "delta": {"type": "thinking_delta", "thinking": "hm"}}),
+                ("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                         "delta": {"type": "signature_delta", "signature": self.thinking_signature}}),
+                ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+            ]  # fmt: skip
         events += [
-            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
             (
                 "message_delta",
                 {

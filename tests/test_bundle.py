@@ -12,10 +12,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import ccmitm.bundle as bundle_module
 import httpx
 import pytest
 import yaml
+from click.testing import CliRunner
+from test_report import HAIKU, SONNET, anthropic_line, line
+
+import ccmitm.bundle as bundle_module
 from ccmitm.bundle import (
     STATE_FILE,
     list_bundles,
@@ -27,9 +30,8 @@ from ccmitm.bundle import (
 from ccmitm.cli import main
 from ccmitm.config import validate
 from ccmitm.secretscan import redact_text, scan_bytes, scan_text, scan_tree
-from click.testing import CliRunner
+
 from conftest import ALL_SECRETS, CLIENT_API_KEY, CLIENT_OAUTH_TOKEN, ZAI_KEY, Daemon
-from test_report import HAIKU, SONNET, anthropic_line, line
 
 NOW = datetime(2025, 6, 1, 2, 30, 0, tzinfo=UTC)
 BEARER = "Bearer eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXRva2Vu.0123456789abcdef"

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from conftest import CLIENT_API_KEY, ZAI_KEY, Daemon, sha
 
 pytestmark = [pytest.mark.e2e, pytest.mark.claude]
@@ -23,7 +24,9 @@ def claude_bin() -> Path:
     return CLAUDE
 
 
-def run_claude(claude: Path, daemon: Daemon, model: str, wiring: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_claude(
+    claude: Path, daemon: Daemon, model: str, wiring: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(daemon.home),
@@ -45,7 +48,9 @@ def run_claude(claude: Path, daemon: Daemon, model: str, wiring: dict[str, str])
 
 
 @pytest.mark.parametrize("mode", ["intercept", "reverse"])
-def test_claude_code_haiku_goes_to_zai_and_sonnet_stays(claude_bin: Path, daemon: Daemon, upstreams, mode: str) -> None:
+def test_claude_code_haiku_goes_to_zai_and_sonnet_stays(
+    claude_bin: Path, daemon: Daemon, upstreams, mode: str
+) -> None:
     anthropic_up, zai = upstreams
     if mode == "intercept":
         wiring = {"HTTPS_PROXY": daemon.proxy_url, "NODE_EXTRA_CA_CERTS": str(daemon.ca_cert)}

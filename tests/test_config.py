@@ -56,7 +56,10 @@ def test_every_error_is_reported_at_once_with_its_path() -> None:
         {
             "proxy": {"port": 70000, "host": "0.0.0.0", "intercept_hosts": ["bad host!"]},
             "routing": {"rules": [{"match": "*haiku*", "lane": "zia"}], "default_lane": "nope"},
-            "lanes": {"zai": {"url": "ftp://x", "header_mode": "bearer"}, "plain": {"url": "https://x", "header_mode": "x-api-key"}},
+            "lanes": {
+                "zai": {"url": "ftp://x", "header_mode": "bearer"},
+                "plain": {"url": "https://x", "header_mode": "x-api-key"},
+            },
             "logs": {"keep": 0},
             "bundle": {"schedule": "every night", "prefix": "../evil"},
             "typo_section": {},
@@ -77,7 +80,9 @@ def test_every_error_is_reported_at_once_with_its_path() -> None:
 
 
 def test_relations_are_checked() -> None:
-    problems = problems_of({"proxy": {"port": 9000, "reverse_port": 9000}, "routing": {"default_lane": "zai"}})
+    problems = problems_of(
+        {"proxy": {"port": 9000, "reverse_port": 9000}, "routing": {"default_lane": "zai"}}
+    )
     assert "same as proxy.port" in problems["proxy.reverse_port"]
     assert "must pass the client's own credentials" in problems["routing.default_lane"]
 
@@ -109,7 +114,7 @@ def test_pilot_env_overrides() -> None:
     same, applied = apply_env_overrides(config, {})
     assert same == config and applied == ()
     changed, applied = apply_env_overrides(config, {"FORCE_HAIKU_TO_ZAI": "0", "OFFLOAD_PAUSED": "1"})
-    assert changed.routing.rules == [] and changed.routing.paused is True
+    assert [rule.enabled for rule in changed.routing.rules] == [False] and changed.routing.paused is True
     assert len(applied) == 2
 
 
@@ -145,7 +150,9 @@ def test_lane_keys_come_from_env_then_a_private_file(tmp_path: Path) -> None:
 
 def run_ccctl(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CCMITM_")}
-    return subprocess.run([sys.executable, "-m", "ccmitm.cli", *args], capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "ccmitm.cli", *args], capture_output=True, text=True, env=env, timeout=60
+    )
 
 
 def test_ccctl_config_check(tmp_path: Path) -> None:

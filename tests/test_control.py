@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import CLIENT_API_KEY, ZAI_KEY, Daemon, free_port, sha, wait_port
+
+from conftest import CLIENT_API_KEY, ZAI_KEY, Daemon, free_port, sha, status, wait_for, wait_port
 
 pytestmark = pytest.mark.e2e
 
@@ -38,27 +39,17 @@ def reload_count(daemon: Daemon) -> int:
     return daemon.stderr().count("config reloaded")
 
 
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(what)
-
-
-def status(daemon: Daemon) -> dict:
-    result = daemon.ccctl("status", "--json", check=True)
-    return json.loads(result.stdout)
-
-
 def test_status_reports_the_running_daemon(daemon: Daemon) -> None:
     post(daemon)
     daemon.wait_usage(1)
     data = status(daemon)
     assert data["running"] is True and data["paused"] is False
     assert data["pid"] == daemon.proc.pid
-    assert data["listeners"] == {**data["listeners"], "port": daemon.port, "reverse_port": daemon.reverse_port}
+    assert data["listeners"] == {
+        **data["listeners"],
+        "port": daemon.port,
+        "reverse_port": daemon.reverse_port,
+    }
     assert data["lanes"]["zai"]["requests"] == 1 and data["lanes"]["zai"]["available"] is True
     assert data["lanes"]["zai"]["header_mode"] == "x-api-key"
     assert data["lanes"]["anthropic"]["header_mode"] == "passthrough"
@@ -147,7 +138,9 @@ def test_broken_save_is_rejected_and_requests_keep_succeeding(daemon: Daemon, up
     assert post(daemon).status_code == 200 and len(zai.messages()) == 1  # old config still routes
 
     daemon.config_path.write_text("proxy: [unclosed\n")
-    wait_for(lambda: "invalid YAML" in (status(daemon)["config"]["last_reload_error"] or ""), what="yaml error")
+    wait_for(
+        lambda: "invalid YAML" in (status(daemon)["config"]["last_reload_error"] or ""), what="yaml error"
+    )
     assert post(daemon).status_code == 200 and len(zai.messages()) == 2
 
     result = daemon.ccctl("reload")
@@ -317,19 +310,47 @@ def test_invalid_config_at_start_serves_the_last_good_one(make_daemon, upstreams
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        ([], ["export HTTPS_PROXY='http://127.0.0.1:{port}'", "export NODE_EXTRA_CA_CERTS='{ca}'", "unset ANTHROPIC_BASE_URL"]),
-        (["--shell", "fish"], ["set -gx HTTPS_PROXY 'http://127.0.0.1:{port}'", "set -gx NODE_EXTRA_CA_CERTS '{ca}'", "set -e ANTHROPIC_BASE_URL"]),
-        (["--reverse"], ["unset HTTPS_PROXY", "unset NODE_EXTRA_CA_CERTS", "export ANTHROPIC_BASE_URL='http://127.0.0.1:{reverse}'"]),
+        (
+            [],
+            [
+                "export HTTPS_PROXY='http://127.0.0.1:{port}'",
+                "export NODE_EXTRA_CA_CERTS='{ca}'",
+                "unset ANTHROPIC_BASE_URL",
+            ],
+        ),
+        (
+            ["--shell", "fish"],
+            [
+                "set -gx HTTPS_PROXY 'http://127.0.0.1:{port}'",
+                "set -gx NODE_EXTRA_CA_CERTS '{ca}'",
+                "set -e ANTHROPIC_BASE_URL",
+            ],
+        ),
+        (
+            ["--reverse"],
+            [
+                "unset HTTPS_PROXY",
+                "unset NODE_EXTRA_CA_CERTS",
+                "export ANTHROPIC_BASE_URL='http://127.0.0.1:{reverse}'",
+            ],
+        ),
         (["--stock"], ["unset HTTPS_PROXY", "unset NODE_EXTRA_CA_CERTS", "unset ANTHROPIC_BASE_URL"]),
-        (["--stock", "--shell", "fish"], ["set -e HTTPS_PROXY", "set -e NODE_EXTRA_CA_CERTS", "set -e ANTHROPIC_BASE_URL"]),
+        (
+            ["--stock", "--shell", "fish"],
+            ["set -e HTTPS_PROXY", "set -e NODE_EXTRA_CA_CERTS", "set -e ANTHROPIC_BASE_URL"],
+        ),
     ],
 )
 def test_env_wires_and_unwires_a_shell(make_daemon, args: list[str], expected: list[str]) -> None:
     daemon = make_daemon(start=False)
-    result = daemon.ccctl("env", "--shell", "bash", *args) if "--shell" not in args else daemon.ccctl("env", *args)
+    result = (
+        daemon.ccctl("env", "--shell", "bash", *args) if "--shell" not in args else daemon.ccctl("env", *args)
+    )
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if not line.startswith("#")]
-    assert lines == [e.format(port=daemon.port, reverse=daemon.reverse_port, ca=daemon.ca_cert) for e in expected]
+    assert lines == [
+        e.format(port=daemon.port, reverse=daemon.reverse_port, ca=daemon.ca_cert) for e in expected
+    ]
 
 
 def test_env_output_really_wires_bash(daemon: Daemon) -> None:

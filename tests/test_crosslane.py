@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+
 from ccmitm.crosslane import (
     PLACEHOLDER_TEXT,
     SignatureRegistry,

@@ -10,12 +10,14 @@ import json
 import zlib
 from typing import Any
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from ccmitm.config import validate
 from ccmitm.routing import LaneConditions, Reason, RequestFacts, RoutingTable, decide
 from ccmitm.sse import UsageReader
+
 from fakeupstream import FakeUpstream
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 PROPERTY_SETTINGS = settings(
     max_examples=150,

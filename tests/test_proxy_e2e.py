@@ -13,6 +13,7 @@ import anthropic
 import httpx
 import httpx2
 import pytest
+
 from conftest import ALL_SECRETS, CLIENT_API_KEY, CLIENT_OAUTH_TOKEN, ZAI_KEY, Daemon, sha
 
 pytestmark = pytest.mark.e2e
@@ -66,7 +67,9 @@ def test_haiku_goes_to_zai_with_the_lane_key_only(daemon: Daemon, upstreams, lis
 
 @pytest.mark.parametrize("listener", ["reverse", "intercept"])
 @pytest.mark.parametrize("credential", ["api_key", "auth_token"])
-def test_sonnet_goes_to_anthropic_byte_for_byte(daemon: Daemon, upstreams, listener: str, credential: str) -> None:
+def test_sonnet_goes_to_anthropic_byte_for_byte(
+    daemon: Daemon, upstreams, listener: str, credential: str
+) -> None:
     anthropic_up, zai = upstreams
     secret = CLIENT_API_KEY if credential == "api_key" else CLIENT_OAUTH_TOKEN
     body = json.dumps({"model": SONNET, "max_tokens": 16, "messages": MESSAGES}, indent=1).encode()
@@ -77,7 +80,9 @@ def test_sonnet_goes_to_anthropic_byte_for_byte(daemon: Daemon, upstreams, liste
     assert reply.status_code == 200
     assert zai.received == []
     [received] = anthropic_up.messages()
-    presented = received.header("x-api-key") or (received.header("authorization") or "").removeprefix("Bearer ")
+    presented = received.header("x-api-key") or (received.header("authorization") or "").removeprefix(
+        "Bearer "
+    )
     assert sha(presented) == sha(secret)
     assert received.header("anthropic-beta") == "oauth-2025-04-20"
     assert ZAI_KEY not in json.dumps(received.headers) and ZAI_KEY.encode() not in received.body
@@ -87,8 +92,12 @@ def test_sonnet_goes_to_anthropic_byte_for_byte(daemon: Daemon, upstreams, liste
     # Byte-for-byte: a body the proxy must not re-serialise arrives exactly as sent.
     raw = b'{"model":  "claude-sonnet-5" , "max_tokens":16,"messages":[{"role":"user","content":"h\\u00e9"}]}'
     target = daemon.reverse_url if listener == "reverse" else "https://api.anthropic.com"
-    with httpx.Client(proxy=None if listener == "reverse" else daemon.proxy_url, verify=str(daemon.ca_cert)) as http:
-        response = http.post(target + "/v1/messages?beta=true", content=raw, headers={"x-api-key": CLIENT_API_KEY})
+    with httpx.Client(
+        proxy=None if listener == "reverse" else daemon.proxy_url, verify=str(daemon.ca_cert)
+    ) as http:
+        response = http.post(
+            target + "/v1/messages?beta=true", content=raw, headers={"x-api-key": CLIENT_API_KEY}
+        )
     assert response.status_code == 200
     assert anthropic_up.messages()[-1].body == raw
     assert anthropic_up.messages()[-1].path == "/v1/messages?beta=true"
@@ -178,7 +187,7 @@ def test_pilot_env_overrides(make_daemon, upstreams) -> None:
     daemon.stop()
     daemon = make_daemon(env={"FORCE_HAIKU_TO_ZAI": "0"}, name="forced")
     sdk(daemon, "reverse").messages.create(model=HAIKU, max_tokens=16, messages=MESSAGES)
-    assert daemon.wait_usage(1)[0]["reason"] == "default"
+    assert daemon.wait_usage(1)[0]["reason"] == "rule_disabled"
     assert zai.received == [] and len(anthropic_up.messages()) == 2
 
 

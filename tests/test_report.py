@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from click.testing import CliRunner
+
 from ccmitm.cli import main
 from ccmitm.config import Config, validate
 from ccmitm.report import (
@@ -27,7 +29,7 @@ from ccmitm.report import (
     verify,
 )
 from ccmitm.usage import UsageRecord
-from click.testing import CliRunner
+
 from conftest import ALL_SECRETS, CLIENT_API_KEY, Daemon
 
 HAIKU = "claude-haiku-4-5-20251001"

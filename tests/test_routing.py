@@ -30,11 +30,23 @@ CASES = [
     # (method, path, model, conditions) -> expected Route
     ("POST", "/v1/messages", HAIKU, OPEN, Route("zai", Reason.RULE, "*haiku*", "glm-4.5-air")),
     ("POST", "/v1/messages", "claude-haiku-5-5", OPEN, Route("zai", Reason.RULE, "*haiku*", "glm-4.5-air")),
-    ("POST", "/v1/messages", "claude-3-5-haiku-latest", OPEN, Route("zai", Reason.RULE, "*haiku*", "glm-4.5-air")),
+    (
+        "POST",
+        "/v1/messages",
+        "claude-3-5-haiku-latest",
+        OPEN,
+        Route("zai", Reason.RULE, "*haiku*", "glm-4.5-air"),
+    ),
     ("POST", "/v1/messages", "Claude-HAIKU-x", OPEN, Route("zai", Reason.RULE, "*haiku*", "glm-4.5-air")),
     ("POST", "/v1/messages/", HAIKU, OPEN, Route("zai", Reason.RULE, "*haiku*", "glm-4.5-air")),
     ("POST", "/v1/messages", "claude-sonnet-4-5", OPEN, Route("anthropic", Reason.DEFAULT)),
-    ("POST", "/v1/messages", "claude-opus-4-1", OPEN, Route("anthropic", Reason.RULE, "claude-opus-*", "claude-sonnet-4-5")),
+    (
+        "POST",
+        "/v1/messages",
+        "claude-opus-4-1",
+        OPEN,
+        Route("anthropic", Reason.RULE, "claude-opus-*", "claude-sonnet-4-5"),
+    ),
     ("POST", "/v1/messages", "glm-4.6", OPEN, Route("zai", Reason.RULE, "glm-*", None)),
     ("POST", "/v1/messages", None, OPEN, Route("anthropic", Reason.DEFAULT)),
     ("GET", "/v1/messages", HAIKU, OPEN, Route("anthropic", Reason.DEFAULT)),
@@ -54,26 +66,46 @@ CASES = [
         LaneConditions(True, frozenset({"zai"}), frozenset({"zai"})),
         Route("anthropic", Reason.PAUSED, "*haiku*"),
     ),
-    ("POST", "/v1/messages", "claude-opus-4", PAUSED, Route("anthropic", Reason.RULE, "claude-opus-*", "claude-sonnet-4-5")),
+    (
+        "POST",
+        "/v1/messages",
+        "claude-opus-4",
+        PAUSED,
+        Route("anthropic", Reason.RULE, "claude-opus-*", "claude-sonnet-4-5"),
+    ),
     ("POST", "/v1/messages", "claude-sonnet-4-5", PAUSED, Route("anthropic", Reason.DEFAULT)),
 ]
 
 
 @pytest.mark.parametrize(("method", "path", "model", "conditions", "expected"), CASES)
-def test_decide(method: str, path: str, model: str | None, conditions: LaneConditions, expected: Route) -> None:
+def test_decide(
+    method: str, path: str, model: str | None, conditions: LaneConditions, expected: Route
+) -> None:
     assert decide(RequestFacts(method, path, model), TABLE, conditions) == expected
+
+
+def test_a_disabled_rule_says_why_it_did_not_apply() -> None:
+    table = RoutingTable.from_config(
+        validate({"routing": {"rules": [{"match": "*haiku*", "lane": "zai", "enabled": False}]}})
+    )
+    route = decide(RequestFacts("POST", "/v1/messages", HAIKU), table, OPEN)
+    assert route == Route("anthropic", Reason.RULE_DISABLED, "*haiku*")
 
 
 def test_first_matching_rule_wins() -> None:
     table = RoutingTable.from_config(
-        validate({"routing": {"rules": [{"match": "*", "lane": "anthropic"}, {"match": "*haiku*", "lane": "zai"}]}})
+        validate(
+            {"routing": {"rules": [{"match": "*", "lane": "anthropic"}, {"match": "*haiku*", "lane": "zai"}]}}
+        )
     )
     assert decide(RequestFacts("POST", "/v1/messages", HAIKU), table, OPEN).lane == "anthropic"
 
 
 def test_no_rules_means_everything_stays_on_the_default_lane() -> None:
     table = RoutingTable.from_config(validate({"routing": {"rules": []}}))
-    assert decide(RequestFacts("POST", "/v1/messages", HAIKU), table, OPEN) == Route("anthropic", Reason.DEFAULT)
+    assert decide(RequestFacts("POST", "/v1/messages", HAIKU), table, OPEN) == Route(
+        "anthropic", Reason.DEFAULT
+    )
 
 
 @pytest.mark.parametrize(

@@ -22,11 +22,12 @@ from typing import Any
 
 import pytest
 import yaml
+from click.testing import CliRunner, Result
+
 from ccmitm import cli, cli_service
 from ccmitm import service as svc
 from ccmitm.config import validate
 from ccmitm.service import LABEL, UNIT_NAME, Completed, Host, Settings
-from click.testing import CliRunner, Result
 
 REPO = Path(__file__).resolve().parent.parent
 PLACEHOLDER = re.compile(r"@[A-Z_]+@")

@@ -8,8 +8,10 @@ import zlib
 from typing import Any
 
 import pytest
+
 from ccmitm import sse
 from ccmitm.sse import Usage, UsageReader
+
 from fakeupstream import FakeUpstream
 
 SIG_A = "EqQBCkYIBxgCKkBn" + "A" * 200
