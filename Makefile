@@ -52,6 +52,9 @@ verify-routing: install ## routing and header-hygiene audit of the usage log; ex
 bundle: install ## write a review bundle (dir + .tgz) into bundle.dir now
 	$(BIN)/ccctl bundle $(ARGS)
 
+bench: install ## measure what the proxy costs per call (prints; not a test)
+	$(BIN)/python tests/bench/bench_proxy.py
+
 lint: install
 	$(BIN)/ruff check daemon tests
 	$(BIN)/ruff format --check daemon tests

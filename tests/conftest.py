@@ -207,13 +207,14 @@ class Daemon:
         return findings
 
 
-def wait_for(predicate, timeout: float = 15.0, what: str = "condition") -> None:
-    """Poll until ``predicate()`` is true (bounded): for states, never for timing assertions."""
+def wait_for(predicate, timeout: float = 15.0, what: str = "condition", interval: float = 0.1) -> None:
+    """Poll until ``predicate()`` is true (bounded): for states, never for timing assertions.
+    Predicates that run ccctl cost a process start each: give them a longer ``interval``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
-        time.sleep(0.05)
+        time.sleep(interval)
     raise TimeoutError(what)
 
 

@@ -360,3 +360,35 @@ def test_env_output_really_wires_bash(daemon: Daemon) -> None:
     out = subprocess.run(["bash", "-c", script], env=daemon.env(), capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == f"{daemon.proxy_url}|{daemon.ca_cert}"
     assert daemon.ca_cert.exists()
+
+
+def test_shell_shortcuts_wrap_ccctl(daemon: Daemon, upstreams) -> None:
+    import subprocess
+    import sys
+
+    _, zai = upstreams
+    shortcuts = Path(__file__).resolve().parent.parent / "etc" / "shell" / "ccmitm.sh"
+    env = {
+        **daemon.env(),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "SHELL": "/bin/bash",
+    }
+    script = f"""
+        set -e
+        source {shortcuts}
+        ccsub >/dev/null; echo "proxy=$HTTPS_PROXY ca=$NODE_EXTRA_CA_CERTS"
+        ccstock >/dev/null; echo "after-stock=${{HTTPS_PROXY:-unset}}"
+        ccpause >/dev/null; ccresume >/dev/null
+        cczai_bearer >/dev/null
+        cch1 >/dev/null
+    """
+    result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"proxy={daemon.proxy_url} ca={daemon.ca_cert}" in result.stdout
+    assert "after-stock=unset" in result.stdout
+    text = daemon.config_path.read_text()
+    assert "header_mode: authorization" in text and "http2: false" in text
+    wait_for(lambda: status(daemon)["http2"] is False, what="reload", interval=0.3)
+    post(daemon)
+    assert sha(zai.messages()[-1].header("authorization")) == sha(f"Bearer {ZAI_KEY}")
+    assert "ccctl pause" in daemon.stderr() or "paused by ccctl" in daemon.stderr()

@@ -101,7 +101,12 @@ def test_the_scheduler_makes_the_nightly_bundle(make_daemon) -> None:
     send(daemon, 2)
     nxt = status(daemon)["bundle"]["next"]
     assert nxt is not None
-    wait_for(lambda: (status(daemon)["bundle"]["last"] or {}).get("ok"), timeout=90, what="scheduled bundle")
+    wait_for(
+        lambda: (status(daemon)["bundle"]["last"] or {}).get("ok"),
+        timeout=90,
+        what="scheduled bundle",
+        interval=1.0,
+    )
     last = status(daemon)["bundle"]["last"]
     bundle_dir = Path(last["path"])
     assert bundle_dir.parent == daemon.root / "Downloads"
@@ -122,7 +127,12 @@ def test_a_run_missed_while_down_is_caught_up_at_start(make_daemon) -> None:
         json.dumps({"last_run": record, "last_success": record})
     )
     daemon.start()
-    wait_for(lambda: (status(daemon)["bundle"]["last"] or {}).get("path"), timeout=30, what="catch-up bundle")
+    wait_for(
+        lambda: (status(daemon)["bundle"]["last"] or {}).get("path"),
+        timeout=30,
+        what="catch-up bundle",
+        interval=0.5,
+    )
     assert "missed while ccmitmd was down" in daemon.stderr()
     assert list((daemon.root / "Downloads").glob("agentos_tmp_review-*.tgz"))
 

@@ -2,14 +2,11 @@
 #   source /path/to/ccmitm/etc/shell/ccmitm.sh
 # Every command is a thin wrapper over ccctl; `ccctl --help` documents the real thing.
 
-ccmitm() {  # [PORT]  start the daemon in the background (optionally on another intercept port)
+ccmitm() {  # [PORT]  start the daemon in the background; PORT sets the intercepting port (PORT+1: reverse)
   if [ -n "${1:-}" ]; then
-    local cfg; cfg=$(mktemp "${TMPDIR:-/tmp}/ccmitm-XXXXXX.yaml")
-    printf 'proxy:\n  port: %s\n  reverse_port: %s\n' "$1" "$(( $1 + 1 ))" > "$cfg"
-    ccctl --config "$cfg" start
-  else
-    ccctl start
+    ccctl config set proxy.port "$1" && ccctl config set proxy.reverse_port "$(( $1 + 1 ))" || return 1
   fi
+  ccctl start
 }
 
 ccsub() {  # [PORT]  wire this shell's Claude Code to the proxy (intercepting mode)
