@@ -10,11 +10,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -207,6 +209,19 @@ class Daemon:
         return findings
 
 
+HAIKU = "claude-haiku-4-5"
+
+
+def post(daemon: Daemon, model: str = HAIKU, base: str | None = None, **body: Any) -> httpx.Response:
+    """One Messages call with the client's planted API key (reverse listener unless ``base``)."""
+    return httpx.post(
+        (base or daemon.reverse_url) + "/v1/messages",
+        json={"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}], **body},
+        headers={"x-api-key": CLIENT_API_KEY},
+        timeout=30,
+    )
+
+
 def wait_for(predicate, timeout: float = 15.0, what: str = "condition", interval: float = 0.1) -> None:
     """Poll until ``predicate()`` is true (bounded): for states, never for timing assertions.
     Predicates that run ccctl cost a process start each: give them a longer ``interval``."""
@@ -216,6 +231,32 @@ def wait_for(predicate, timeout: float = 15.0, what: str = "condition", interval
             return
         time.sleep(interval)
     raise TimeoutError(what)
+
+
+class BackgroundStream:
+    """A streamed Haiku call on its own thread: the chunks it got and the error it ended with."""
+
+    def __init__(self, base_url: str, model: str = "claude-haiku-4-5"):
+        self.received: list[bytes] = []
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, args=(base_url, model), daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.received or self.errors, what="stream started")
+
+    def _run(self, base_url: str, model: str) -> None:
+        import httpx
+
+        body = {"model": model, "max_tokens": 8, "stream": True, "messages": []}
+        try:
+            with httpx.stream("POST", base_url + "/v1/messages", json=body, timeout=30) as response:
+                for chunk in response.iter_raw():
+                    self.received.append(chunk)
+        except BaseException as exc:  # reported through .errors
+            self.errors.append(exc)
+
+    def join(self, timeout: float = 30.0) -> bytes:
+        self.thread.join(timeout)
+        return b"".join(self.received)
 
 
 def status(daemon: Daemon) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -31,7 +30,7 @@ from ccmitm.cli import main
 from ccmitm.config import validate
 from ccmitm.secretscan import redact_text, scan_bytes, scan_text, scan_tree
 
-from conftest import ALL_SECRETS, CLIENT_API_KEY, CLIENT_OAUTH_TOKEN, ZAI_KEY, Daemon
+from conftest import ALL_SECRETS, CLIENT_API_KEY, CLIENT_OAUTH_TOKEN, ZAI_KEY, Daemon, post
 
 NOW = datetime(2025, 6, 1, 2, 30, 0, tzinfo=UTC)
 BEARER = "Bearer eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXRva2Vu.0123456789abcdef"
@@ -420,15 +419,8 @@ def test_scan_tree_reads_plain_gz_and_tarball_members(tmp_path: Path) -> None:
 # --- end to end: a real daemon's logs, bundled by ccctl once it has stopped -----------------------
 @pytest.mark.e2e
 def test_bundle_of_a_real_daemons_logs(daemon: Daemon) -> None:
-    headers = {"x-api-key": CLIENT_API_KEY, "anthropic-version": "2023-06-01"}
     for model in (HAIKU, SONNET):
-        reply = httpx.post(
-            daemon.reverse_url + "/v1/messages",
-            json={"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]},
-            headers=headers,
-            timeout=30,
-        )
-        assert reply.status_code == 200
+        assert post(daemon, model).status_code == 200
     daemon.wait_usage(2)
 
     # While it runs, ccctl asks the daemon, which makes the bundle with its own environment.

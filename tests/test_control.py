@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import threading
 import time
 from pathlib import Path
 
@@ -13,20 +12,22 @@ import httpx
 import pytest
 import yaml
 
-from conftest import CLIENT_API_KEY, ZAI_KEY, Daemon, free_port, sha, status, wait_for, wait_port
+from conftest import (
+    CLIENT_API_KEY,
+    ZAI_KEY,
+    BackgroundStream,
+    Daemon,
+    free_port,
+    post,
+    sha,
+    status,
+    wait_for,
+    wait_port,
+)
 
 pytestmark = pytest.mark.e2e
 
 HAIKU = "claude-haiku-4-5"
-
-
-def post(daemon: Daemon, model: str = HAIKU, base: str | None = None, **extra) -> httpx.Response:
-    return httpx.post(
-        (base or daemon.reverse_url) + "/v1/messages",
-        json={"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}], **extra},
-        headers={"x-api-key": CLIENT_API_KEY},
-        timeout=20,
-    )
 
 
 def ca_context(daemon: Daemon):
@@ -207,25 +208,7 @@ def test_port_change_rebinds_without_dropping_a_stream_in_flight(daemon: Daemon,
     _, zai = upstreams
     zai.behaviour = "gated"
     old_base = daemon.reverse_url
-    received: list[bytes] = []
-    errors: list[BaseException] = []
-
-    def stream() -> None:
-        try:
-            with httpx.stream(
-                "POST",
-                old_base + "/v1/messages",
-                json={"model": HAIKU, "max_tokens": 8, "stream": True, "messages": []},
-                timeout=30,
-            ) as response:
-                for chunk in response.iter_bytes():
-                    received.append(chunk)
-        except BaseException as exc:
-            errors.append(exc)
-
-    worker = threading.Thread(target=stream)
-    worker.start()
-    wait_for(lambda: received, what="first bytes")
+    stream = BackgroundStream(old_base)
 
     new_port = free_port()
     config = daemon.config
@@ -237,9 +220,7 @@ def test_port_change_rebinds_without_dropping_a_stream_in_flight(daemon: Daemon,
         httpx.get(old_base + "/", timeout=2)
 
     zai.release()
-    worker.join(30)
-    assert errors == []
-    assert b"message_stop" in b"".join(received)
+    assert b"message_stop" in stream.join() and stream.errors == []
     zai.behaviour = "ok"
     assert post(daemon, base=f"http://127.0.0.1:{new_port}").status_code == 200
 

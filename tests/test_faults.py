@@ -7,27 +7,28 @@ import json
 import signal
 import socket
 import subprocess
-import threading
 import time
 
 import httpx
 import pytest
 
-from conftest import CLIENT_API_KEY, ZAI_KEY, Daemon, free_port, sha, status, wait_for, wait_port
+from conftest import (
+    CLIENT_API_KEY,
+    ZAI_KEY,
+    BackgroundStream,
+    Daemon,
+    free_port,
+    post,
+    sha,
+    status,
+    wait_for,
+    wait_port,
+)
 
 pytestmark = pytest.mark.e2e
 
 HAIKU = "claude-haiku-4-5"
 SONNET = "claude-sonnet-5"
-
-
-def post(daemon: Daemon, model: str = HAIKU, **body) -> httpx.Response:
-    return httpx.post(
-        daemon.reverse_url + "/v1/messages",
-        json={"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}], **body},
-        headers={"x-api-key": CLIENT_API_KEY},
-        timeout=30,
-    )
 
 
 def breaker_config(failures: int = 2, cooldown_s: float = 1.0, failover: bool = True):
@@ -184,30 +185,10 @@ def test_glm_thinking_blocks_are_stripped_on_the_way_to_anthropic(daemon: Daemon
 
 
 # --- stop, crash, restart ----------------------------------------------------------------------------
-def _stream_in_thread(url: str, received: list[bytes], errors: list[BaseException]) -> threading.Thread:
-    def run() -> None:
-        try:
-            with httpx.stream(
-                "POST", url + "/v1/messages",
-                json={"model": HAIKU, "max_tokens": 8, "stream": True, "messages": []}, timeout=30,
-            ) as response:  # fmt: skip
-                for chunk in response.iter_raw():
-                    received.append(chunk)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
-
-
 def test_sigterm_drains_in_flight_streams_and_refuses_new_connections(daemon: Daemon, upstreams) -> None:
     _, zai = upstreams
     zai.behaviour = "gated"
-    received: list[bytes] = []
-    errors: list[BaseException] = []
-    worker = _stream_in_thread(daemon.reverse_url, received, errors)
-    wait_for(lambda: received, what="stream started")
+    stream = BackgroundStream(daemon.reverse_url)
 
     daemon.proc.send_signal(signal.SIGTERM)
     wait_for(lambda: "draining 1 in-flight" in daemon.stderr(), what="drain")
@@ -216,8 +197,7 @@ def test_sigterm_drains_in_flight_streams_and_refuses_new_connections(daemon: Da
     assert daemon.proc.poll() is None  # still serving the stream
 
     zai.release()
-    worker.join(30)
-    assert errors == [] and b"message_stop" in b"".join(received)
+    assert b"message_stop" in stream.join() and stream.errors == []
     assert daemon.proc.wait(30) == 0
     [line] = daemon.usage_lines()
     assert line["error"] is None and line["output_tokens"] == 7
@@ -226,16 +206,13 @@ def test_sigterm_drains_in_flight_streams_and_refuses_new_connections(daemon: Da
 def test_a_second_sigterm_closes_the_rest_at_once(daemon: Daemon, upstreams) -> None:
     _, zai = upstreams
     zai.behaviour = "gated"
-    received: list[bytes] = []
-    errors: list[BaseException] = []
-    worker = _stream_in_thread(daemon.reverse_url, received, errors)
-    wait_for(lambda: received, what="stream started")
+    stream = BackgroundStream(daemon.reverse_url)
     daemon.proc.send_signal(signal.SIGTERM)
     wait_for(lambda: "draining 1 in-flight" in daemon.stderr(), what="drain")
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.proc.wait(20) == 0
-    worker.join(30)
-    assert errors and not isinstance(errors[0], httpx.TimeoutException)
+    stream.join()
+    assert stream.errors and not isinstance(stream.errors[0], httpx.TimeoutException)
     zai.release()
 
 
@@ -244,14 +221,11 @@ def test_kill_9_mid_stream_fails_the_client_fast_and_a_restart_binds_at_once(
 ) -> None:
     _, zai = upstreams
     zai.behaviour = "gated"
-    received: list[bytes] = []
-    errors: list[BaseException] = []
-    worker = _stream_in_thread(daemon.reverse_url, received, errors)
-    wait_for(lambda: received, what="stream started")
+    stream = BackgroundStream(daemon.reverse_url)
     daemon.proc.kill()
     daemon.proc.wait(10)
-    worker.join(30)
-    assert errors and not isinstance(errors[0], httpx.TimeoutException)  # failed, did not hang
+    stream.join()
+    assert stream.errors and not isinstance(stream.errors[0], httpx.TimeoutException)  # failed, did not hang
     zai.release()
     zai.behaviour = "ok"
 

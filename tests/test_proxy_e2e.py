@@ -6,6 +6,7 @@ Every assertion is on what the fake upstreams actually received and on what the 
 from __future__ import annotations
 
 import json
+import ssl
 import stat
 import threading
 
@@ -93,7 +94,8 @@ def test_sonnet_goes_to_anthropic_byte_for_byte(
     raw = b'{"model":  "claude-sonnet-5" , "max_tokens":16,"messages":[{"role":"user","content":"h\\u00e9"}]}'
     target = daemon.reverse_url if listener == "reverse" else "https://api.anthropic.com"
     with httpx.Client(
-        proxy=None if listener == "reverse" else daemon.proxy_url, verify=str(daemon.ca_cert)
+        proxy=None if listener == "reverse" else daemon.proxy_url,
+        verify=ssl.create_default_context(cafile=str(daemon.ca_cert)),
     ) as http:
         response = http.post(
             target + "/v1/messages?beta=true", content=raw, headers={"x-api-key": CLIENT_API_KEY}

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -30,7 +29,7 @@ from ccmitm.report import (
 )
 from ccmitm.usage import UsageRecord
 
-from conftest import ALL_SECRETS, CLIENT_API_KEY, Daemon
+from conftest import ALL_SECRETS, Daemon, post
 
 HAIKU = "claude-haiku-4-5-20251001"
 SONNET = "claude-sonnet-4-5"
@@ -401,15 +400,8 @@ def test_parse_duration() -> None:
 # --- end to end: real traffic through the real daemon --------------------------------------------
 @pytest.mark.e2e
 def test_summarize_and_verify_on_logs_from_real_traffic(daemon: Daemon) -> None:
-    headers = {"x-api-key": CLIENT_API_KEY, "anthropic-version": "2023-06-01"}
     for model in (HAIKU, SONNET):
-        reply = httpx.post(
-            daemon.reverse_url + "/v1/messages",
-            json={"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]},
-            headers=headers,
-            timeout=30,
-        )
-        assert reply.status_code == 200
+        assert post(daemon, model).status_code == 200
     lines = daemon.wait_usage(2)
     by_lane = {entry["lane"]: entry for entry in lines}
     assert set(by_lane) == {"zai", "anthropic"}

@@ -56,10 +56,11 @@ def first_event_ms(client: httpx.Client, url: str, calls: int) -> list[float]:
         with client.stream(
             "POST", url, json={**BODY, "stream": True}, headers={"x-api-key": CLIENT_API_KEY}
         ) as r:
-            for _line in r.iter_lines():
-                samples.append((time.perf_counter() - start) * 1000)
-                break
-            r.read()
+            first = True
+            for _line in r.iter_lines():  # read it all, so the connection is reused
+                if first:
+                    samples.append((time.perf_counter() - start) * 1000)
+                    first = False
     return samples[calls // 10 :]
 
 
