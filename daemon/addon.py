@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,7 +57,6 @@ class FlowState:
     outcome_recorded: bool = False
     thinking_stripped: int | None = None
     logged: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def anthropic_error(status: int, error_type: str, message: str) -> http.Response:
@@ -378,4 +377,4 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
 
 
-__all__ = ["FLOW_KEY", "Reason", "Router", "anthropic_error"]
+__all__ = ["FLOW_KEY", "Router", "anthropic_error"]

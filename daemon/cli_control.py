@@ -36,9 +36,9 @@ def format_status(status: dict[str, Any]) -> str:
     lines = [
         f"ccmitmd {status['version']} running (pid {status['pid']}, up {_duration(status['uptime_s'])}, "
         f"{status['in_flight']} in flight)",
-        f"listeners: intercept http://{host}:{listeners['port']}"
+        f"listeners: intercept {paths.http_url(host, listeners['port'])}"
         + (
-            f"  reverse http://{host}:{listeners['reverse_port']}"
+            f"  reverse {paths.http_url(host, listeners['reverse_port'])}"
             if listeners["reverse_port"]
             else "  reverse off"
         )
@@ -250,20 +250,21 @@ def env_lines(
             {
                 "HTTPS_PROXY": None,
                 "NODE_EXTRA_CA_CERTS": None,
-                "ANTHROPIC_BASE_URL": f"http://{host}:{reverse_port}",
+                "ANTHROPIC_BASE_URL": paths.http_url(host, reverse_port),
             },
         )
     lines = shell_lines(
         shell,
         {
-            "HTTPS_PROXY": f"http://{host}:{port}",
+            "HTTPS_PROXY": paths.http_url(host, port),
             "NODE_EXTRA_CA_CERTS": str(ca_cert),
             "ANTHROPIC_BASE_URL": None,
         },
     )
     if reverse_port is not None:
+        reverse_url = paths.http_url(host, reverse_port)
         lines.append(
-            f'# or reverse mode instead: eval "$(ccctl env --reverse)"  (ANTHROPIC_BASE_URL=http://{host}:{reverse_port})'
+            f'# or reverse mode instead: eval "$(ccctl env --reverse)"  (ANTHROPIC_BASE_URL={reverse_url})'
         )
     return lines
 

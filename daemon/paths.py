@@ -60,3 +60,8 @@ def ensure_private_dir(path: Path) -> Path:
     if path.stat().st_mode & 0o077:
         path.chmod(0o700)
     return path
+
+
+def http_url(host: str, port: int) -> str:
+    """http://host:port, with an IPv6 literal (::1) in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

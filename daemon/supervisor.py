@@ -196,7 +196,7 @@ class Daemon:
 
     def _announce(self) -> None:
         snapshot = self.runtime.active
-        set_secret_values(tuple(lane.key for lane in snapshot.lanes.values() if lane.key))
+        _publish_secrets(snapshot)
         for override in snapshot.loaded.overrides:
             log.info("environment override: %s", override)
         for name, lane in snapshot.lanes.items():
@@ -215,9 +215,9 @@ class Daemon:
 
     def _status_line(self) -> str:
         proxy = self.runtime.active.config.proxy
-        line = f"intercepting on http://{proxy.host}:{proxy.port}"
+        line = f"intercepting on {paths.http_url(proxy.host, proxy.port)}"
         if proxy.reverse_port:
-            line += f", reverse on http://{proxy.host}:{proxy.reverse_port}"
+            line += f", reverse on {paths.http_url(proxy.host, proxy.reverse_port)}"
         return line + ("; paused" if self.runtime.paused else "")
 
     def _healthy(self) -> bool:
@@ -260,7 +260,7 @@ class Daemon:
                 )
                 return {"ok": False, "error": message}
             self.runtime.swap(snapshot)
-            set_secret_values(tuple(lane.key for lane in snapshot.lanes.values() if lane.key))
+            _publish_secrets(snapshot)
             self._apply_edges(loaded)
             self._save_last_good()
             changed = _changed_sections(previous.config.redacted(), loaded.config.redacted())
@@ -449,6 +449,11 @@ class Daemon:
             },
             "now": datetime.now(UTC).isoformat(timespec="seconds"),
         }
+
+
+def _publish_secrets(snapshot: Snapshot) -> None:
+    """Tell the log formatter the lane keys in use, so it scrubs them even in an unknown format."""
+    set_secret_values(tuple(lane.key for lane in snapshot.lanes.values() if lane.key))
 
 
 def _changed_sections(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
