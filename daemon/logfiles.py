@@ -93,6 +93,13 @@ class RotatingAppendFile:
             self._close_locked()
             self._open()
 
+    def move_to(self, path: Path) -> None:
+        """Write to ``path`` from now on (a changed logs.dir); the old file stays where it is."""
+        with self._lock:
+            self._close_locked()
+            self.path = path
+            self._open()
+
     def close(self) -> None:
         with self._lock:
             self._close_locked()

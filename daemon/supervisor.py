@@ -280,7 +280,10 @@ class Daemon:
             daemon_file.configure(config.logs.rotate_bytes, config.logs.keep, config.logs.daily)
         self.housekeeping.configure(config.bundle)
         if Path(config.logs.dir) != self.usage.path.parent:
-            log.warning("logs.dir changes take effect at the next start (still writing %s)", self.usage.path)
+            # Through the writer's queue: every line before the switch lands in the old file,
+            # every line after it in the new one.
+            self.usage.move_to(Path(config.logs.dir))
+            log.info("usage log now written to %s", Path(config.logs.dir) / "usage.jsonl")
         if config.socket_path() != self.control.socket_path:
             log.warning("control.socket changes take effect at the next start")
 

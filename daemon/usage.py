@@ -106,6 +106,12 @@ class UsageLog:
     def reopen(self) -> Future[None]:
         return self._call("reopen")
 
+    def move_to(self, directory: Path) -> Future[None]:
+        """Write to ``<directory>/usage.jsonl`` from the next queued line on (a changed logs.dir)."""
+        future: Future[None] = Future()
+        self._queue.put(("move", future, directory / USAGE_FILE))
+        return future
+
     def flush(self) -> Future[None]:
         """Resolves once every line queued before it is on disk."""
         return self._call("flush")
@@ -128,9 +134,11 @@ class UsageLog:
                     self.write_errors += 1
                     log.error("usage log write failed: %s", exc)
                 continue
-            action, future = item
+            action, future, *args = item
             try:
-                if action == "rotate":
+                if action == "move":
+                    future.set_result(self.file.move_to(*args))
+                elif action == "rotate":
                     future.set_result(self.file.rotate())
                 elif action == "rotate_if_due":
                     future.set_result(self.file.rotate_if_due())

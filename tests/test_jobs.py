@@ -159,3 +159,16 @@ def test_missed_run(last_run: str | None, now: str, missed: bool) -> None:
     trigger = CronTrigger.from_crontab("30 2 * * *", timezone=zone)
     last = datetime.fromisoformat(last_run).replace(tzinfo=zone) if last_run else None
     assert missed_run(trigger, last, datetime.fromisoformat(now).replace(tzinfo=zone)) is missed
+
+
+def test_a_changed_logs_dir_takes_effect_without_a_restart(daemon: Daemon) -> None:
+    send(daemon, 2)
+    daemon.wait_usage(2)
+    old_dir = daemon.logs_dir
+    config = daemon.config
+    config["logs"]["dir"] = str(daemon.root / "newlogs")
+    daemon.write_config(config)
+    wait_for(lambda: "usage log now written to" in daemon.stderr(), what="moved")
+    send(daemon, 3)
+    wait_for(lambda: len(daemon.usage_lines()) == 3, what="lines in the new dir")
+    assert len((old_dir / "usage.jsonl").read_text().splitlines()) == 2
