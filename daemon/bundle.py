@@ -36,7 +36,7 @@ from . import __version__
 from .config import Config, resolve_lane_keys
 from .daemonlog import DAEMON_LOG
 from .logfiles import all_files, read_lines
-from .paths import ensure_private_dir
+from .paths import ensure_private_dir, write_private
 from .report import UsageLines, format_verify, parse_ts, summarize, verify
 from .secretscan import Finding, redact_text, scan_tree
 from .usage import USAGE_FILE
@@ -141,13 +141,7 @@ def record_run(
     state["last_run"] = run.as_dict()
     if ok:
         state["last_success"] = run.as_dict()
-    target = state_dir / STATE_FILE
-    partial = target.with_name(target.name + ".tmp")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(state, handle, indent=2)
-        handle.write("\n")
-    os.replace(partial, target)
+    write_private(state_dir / STATE_FILE, (json.dumps(state, indent=2) + "\n").encode())
     return run
 
 

@@ -65,3 +65,13 @@ def ensure_private_dir(path: Path) -> Path:
 def http_url(host: str, port: int) -> str:
     """http://host:port, with an IPv6 literal (::1) in brackets."""
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Replace ``path`` atomically (temp file + rename) with a file only its owner can read."""
+    ensure_private_dir(path.parent)
+    partial = path.with_name(path.name + ".tmp")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(partial, path)

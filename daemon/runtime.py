@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from .breaker import CircuitBreaker
 from .config import Config, LaneConfig, LaneKey, LoadedConfig, resolve_lane_key
 from .crosslane import SignatureRegistry
+from .paths import write_private
 from .routing import LaneConditions, RoutingTable
 
 log = logging.getLogger(__name__)
@@ -150,12 +151,8 @@ class PauseStore:
         if override is None:
             self.path.unlink(missing_ok=True)
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        partial = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump({"paused": override.paused, "at": override.at, "by": override.by}, handle)
-        os.replace(partial, self.path)
+        data = {"paused": override.paused, "at": override.at, "by": override.by}
+        write_private(self.path, json.dumps(data).encode())
 
 
 class Runtime:

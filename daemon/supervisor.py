@@ -42,14 +42,6 @@ LAST_GOOD = "last-good-config.yaml"
 SIGNATURES = "foreign-signatures.json"
 
 
-def _private_write(path: Path, data: bytes) -> None:
-    partial = path.with_name(path.name + ".tmp")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(partial, path)
-
-
 @dataclass(frozen=True)
 class StartConfig:
     loaded: LoadedConfig
@@ -181,10 +173,10 @@ class Daemon:
     def _save_signatures(self) -> None:
         data = json.dumps(self.runtime.foreign_signatures.export()).encode()
         with contextlib.suppress(OSError):
-            _private_write(self.state_dir / SIGNATURES, data)
+            paths.write_private(self.state_dir / SIGNATURES, data)
 
     def _write_pid(self) -> None:
-        _private_write(self.state_dir / PID_FILE, f"{os.getpid()}\n".encode())
+        paths.write_private(self.state_dir / PID_FILE, f"{os.getpid()}\n".encode())
 
     def _save_last_good(self) -> None:
         """Remember the config that is serving, so a broken file cannot keep the proxy down at start."""
@@ -192,7 +184,7 @@ class Daemon:
         if source == "built-in defaults" or Path(source) == self.state_dir / LAST_GOOD:
             return
         with contextlib.suppress(OSError):
-            _private_write(self.state_dir / LAST_GOOD, Path(source).read_bytes())
+            paths.write_private(self.state_dir / LAST_GOOD, Path(source).read_bytes())
 
     def _announce(self) -> None:
         snapshot = self.runtime.active

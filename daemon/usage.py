@@ -12,13 +12,12 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .logfiles import RotatingAppendFile, all_files, read_lines
+from .logfiles import RotatingAppendFile
 from .secretscan import redact_text
 
 log = logging.getLogger(__name__)
@@ -149,15 +148,3 @@ class UsageLog:
             except Exception as exc:
                 log.error("usage log %s failed: %s", action, exc)
                 future.set_exception(exc)
-
-
-def iter_records(directory: Path) -> Iterator[dict[str, Any]]:
-    """Every parseable record in usage.jsonl and its rotated files, oldest first."""
-    for path in all_files(directory / USAGE_FILE):
-        for raw in read_lines(path):
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                yield record
