@@ -29,7 +29,9 @@ def sdk(daemon: Daemon, listener: str, **credentials: str) -> anthropic.Anthropi
     credentials = credentials or {"api_key": CLIENT_API_KEY}
     if listener == "reverse":
         return anthropic.Anthropic(base_url=daemon.reverse_url, max_retries=0, **credentials)
-    client = httpx2.Client(proxy=daemon.proxy_url, verify=str(daemon.ca_cert))
+    client = httpx2.Client(
+        proxy=daemon.proxy_url, verify=ssl.create_default_context(cafile=str(daemon.ca_cert))
+    )
     return anthropic.Anthropic(http_client=client, max_retries=0, **credentials)
 
 
