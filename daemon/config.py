@@ -14,7 +14,7 @@ import os
 import re
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -317,7 +317,6 @@ class LoadedConfig:
     source: str  # the file path, or "built-in defaults"
     loaded_at: datetime
     overrides: tuple[str, ...] = ()
-    notes: tuple[str, ...] = field(default=())
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -33,7 +33,6 @@ class RotatingAppendFile:
         self._fd: int | None = None
         self._size = 0
         self._opened_day: date | None = None
-        self.rotations = 0
 
     # --- settings --------------------------------------------------------------------------
     def configure(self, rotate_bytes: int, keep: int, daily: bool) -> None:
@@ -116,7 +115,6 @@ class RotatingAppendFile:
         target = self._rotated_name()
         os.rename(self.path, target)
         self._open()  # new lines go to the fresh file from here on
-        self.rotations += 1
         compressed = _gzip_file(target)
         self._prune()
         return compressed

@@ -20,6 +20,7 @@ from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 from mitmproxy.master import Master
 
 from .config import Config
+from .runtime import LaneEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +67,13 @@ def listener_modes(config: Config) -> list[str]:
 
 def mitmproxy_options(config: Config) -> dict[str, Any]:
     """The mitmproxy option values for a config."""
-    from urllib.parse import urlsplit
-
     proxy = config.proxy
     allow = [_host_pattern(host) for host in proxy.intercept_hosts]
     if proxy.reverse_port is not None:
         # The reverse listener's target must be allowed too, or mitmproxy tunnels its traffic
         # as raw TCP past the addon: unrouted and unlogged.
-        target = urlsplit(config.default_lane.url)
-        default_port = 443 if target.scheme == "https" else 80
-        allow.append(_host_pattern(target.hostname or "", target.port or default_port))
+        target = LaneEndpoint.build(config.routing.default_lane, config.default_lane, None)
+        allow.append(_host_pattern(target.host, target.port))
     return {
         "listen_host": proxy.host,
         "mode": listener_modes(config),

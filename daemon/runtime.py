@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -76,7 +77,7 @@ class Snapshot:
     def config(self) -> Config:
         return self.loaded.config
 
-    @property
+    @cached_property
     def unavailable(self) -> frozenset[str]:
         return frozenset(name for name, lane in self.lanes.items() if not lane.available)
 

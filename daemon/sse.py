@@ -58,7 +58,6 @@ class Usage:
     stop_reason: str | None = None
     error_type: str | None = None  # an in-stream or JSON error's type
     events: int = 0  # complete SSE events seen
-    extra: dict[str, Any] = field(default_factory=dict)
     thinking_blocks: int = 0  # thinking / redacted_thinking blocks seen
     # Each thinking block's signature (a redacted_thinking block's ``data``), in block order; empty
     # ones are left out. Opaque tokens, not secrets, but bodies' content: never log them.

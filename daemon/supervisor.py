@@ -23,7 +23,7 @@ import click
 from . import __version__, paths
 from .addon import Router
 from .bundle import load_last_run, make_bundle
-from .config import ConfigError, LoadedConfig, load, validate
+from .config import ConfigError, LoadedConfig, load
 from .control import ControlError, ControlServer
 from .daemonlog import daemon_log_file, set_secret_values, setup_logging
 from .jobs import BUNDLE_JOB, Housekeeping
@@ -435,6 +435,7 @@ class Daemon:
                 "usage": str(self.usage.path),
                 "daemon": str(self.state_dir / "daemon.log"),
                 "lines_written": self.usage.lines_written,
+                "write_errors": self.usage.write_errors,
             },
             "control_socket": str(self.control.socket_path),
             "jobs": self.housekeeping.jobs(),
@@ -479,7 +480,7 @@ def main(config_option: str | None, log_level: str) -> None:
             click.echo(f"  {problem}", err=True)
         click.echo("ccmitmd: fix it (check with `ccctl config check FILE`) and start again", err=True)
         sys.exit(EXIT_CONFIG)
-    setup_logging(state_dir, start.loaded.config if start.loaded else validate({}), log_level)
+    setup_logging(state_dir, start.loaded.config, log_level)
     code = asyncio.run(Daemon(config_path, state_dir, start).run())
     sys.exit(code)
 

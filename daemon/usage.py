@@ -111,10 +111,6 @@ class UsageLog:
         self._queue.put(("move", future, directory / USAGE_FILE))
         return future
 
-    def flush(self) -> Future[None]:
-        """Resolves once every line queued before it is on disk."""
-        return self._call("flush")
-
     def close(self, timeout: float = 10.0) -> None:
         self._queue.put(_STOP)
         self._thread.join(timeout)
