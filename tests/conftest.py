@@ -22,7 +22,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fakeupstream import FakeUpstream
+from ccmitm.fakeupstream import FakeUpstream
 
 # Realistic-looking fake secrets: tests plant them and then assert they never cross lanes or
 # land in anything the daemon writes.

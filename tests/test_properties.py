@@ -14,10 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ccmitm.config import validate
+from ccmitm.fakeupstream import FakeUpstream
 from ccmitm.routing import LaneConditions, Reason, RequestFacts, RoutingTable, decide
 from ccmitm.sse import UsageReader
-
-from fakeupstream import FakeUpstream
 
 PROPERTY_SETTINGS = settings(
     max_examples=150,

@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 
 from ccmitm import sse
+from ccmitm.fakeupstream import FakeUpstream
 from ccmitm.sse import Usage, UsageReader
-
-from fakeupstream import FakeUpstream
 
 SIG_A = "EqQBCkYIBxgCKkBn" + "A" * 200
 SIG_B = "ErUBCkYIBxgCKkDx" + "B" * 150

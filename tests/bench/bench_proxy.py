@@ -26,8 +26,9 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from ccmitm.fakeupstream import FakeUpstream  # noqa: E402
+
 from conftest import CLIENT_API_KEY, Daemon, base_config  # noqa: E402
-from fakeupstream import FakeUpstream  # noqa: E402
 
 CALLS = int(os.environ.get("BENCH_CALLS", "300"))
 BODY = {"model": "claude-haiku-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
