@@ -26,7 +26,7 @@ from .failover import DefaultLaneClient
 from .routing import Reason, RequestFacts, Route, decide, model_of
 from .runtime import LaneEndpoint, Runtime
 from .sse import Usage, UsageReader
-from .usage import UsageRecord, clean_text
+from .usage import UsageRecord, clean_text, request_class_of
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +295,8 @@ class Router:
             stream_requested=state.stream_requested,
             started=time.time(),
             thinking_stripped=state.thinking_stripped,
+            request_class=request_class_of(flow.request.headers.get("x-claude-code-request-class")),
+            agent_type=clean_text(flow.request.headers.get("x-claude-code-agent-type"), 40),
         )
         self.in_flight += 1
         original = state.original
@@ -367,9 +369,11 @@ class Router:
             error=clean_text(error),
             attempt_of=attempt_of,
             thinking_stripped=state.thinking_stripped,
+            request_class=request_class_of(flow.request.headers.get("x-claude-code-request-class")),
+            agent_type=clean_text(flow.request.headers.get("x-claude-code-agent-type"), 40),
         )
         failed = error is not None or record.status is None or record.status >= 400
-        self.runtime.record(record.lane, record.duration_ms, failed)
+        self.runtime.record(record.lane, record.duration_ms, failed, record.request_class)
         self.sink(record)
 
 

@@ -82,6 +82,10 @@ from .cli_report import bundle, summarize, verify  # noqa: E402
 main.add_command(summarize)
 main.add_command(verify)
 main.add_command(bundle)
+from .cli_workflow import COMMANDS as _WORKFLOW_COMMANDS  # noqa: E402
+
+for _command in _WORKFLOW_COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -60,6 +60,9 @@ def format_status(status: dict[str, Any]) -> str:
             f"{lane['requests']} req  {lane['errors']} err  "
             f"p50 {_ms(lane['p50_ms'])}  p95 {_ms(lane['p95_ms'])}{breaker_text}"
         )
+        classes = lane.get("by_request_class") or {}
+        if classes:
+            lines.append(f"  {'':<10} by request class: " + ", ".join(f"{k} {v}" for k, v in classes.items()))
     config = status["config"]
     lines.append(f"config:    {config['source']} (loaded {config['loaded_at']})")
     if config["overrides"]:
@@ -220,6 +223,10 @@ def stop(ctx: click.Context, timeout: float) -> None:
 
 # --- shell wiring --------------------------------------------------------------------------------
 WIRED_VARIABLES = ("HTTPS_PROXY", "NODE_EXTRA_CA_CERTS", "ANTHROPIC_BASE_URL")
+#: Set by --subagent: subagents without a model of their own use Haiku (so they are offloaded), and
+#: Claude Code sends its request-class headers (x-claude-code-request-class and -agent-type; it
+#: does so only with this variable set, seen in 2.1.x), which status and summarize count.
+SUBAGENT_VARIABLES = {"CLAUDE_CODE_SUBAGENT_MODEL": "haiku", "CLAUDE_CODE_GATEWAY_HINT_HEADERS": "1"}
 
 
 def _quote(value: str) -> str:
@@ -238,10 +245,17 @@ def shell_lines(shell: str, variables: dict[str, str | None]) -> list[str]:
 
 
 def env_lines(
-    shell: str, host: str, port: int, reverse_port: int | None, ca_cert: Path, mode: str
+    shell: str,
+    host: str,
+    port: int,
+    reverse_port: int | None,
+    ca_cert: Path,
+    mode: str,
+    subagent: bool = False,
 ) -> list[str]:
+    extra: dict[str, str | None] = dict(SUBAGENT_VARIABLES) if subagent else {}
     if mode == "stock":
-        return shell_lines(shell, dict.fromkeys(WIRED_VARIABLES))
+        return shell_lines(shell, dict.fromkeys((*WIRED_VARIABLES, *SUBAGENT_VARIABLES)))
     if mode == "reverse":
         if reverse_port is None:
             raise click.UsageError("the reverse listener is off (proxy.reverse_port: null)")
@@ -251,6 +265,7 @@ def env_lines(
                 "HTTPS_PROXY": None,
                 "NODE_EXTRA_CA_CERTS": None,
                 "ANTHROPIC_BASE_URL": paths.http_url(host, reverse_port),
+                **extra,
             },
         )
     lines = shell_lines(
@@ -259,6 +274,7 @@ def env_lines(
             "HTTPS_PROXY": paths.http_url(host, port),
             "NODE_EXTRA_CA_CERTS": str(ca_cert),
             "ANTHROPIC_BASE_URL": None,
+            **extra,
         },
     )
     if reverse_port is not None:
@@ -275,9 +291,19 @@ def env_lines(
     "--reverse", "mode", flag_value="reverse", help="Reverse mode: ANTHROPIC_BASE_URL instead of a proxy."
 )
 @click.option("--stock", "mode", flag_value="stock", help="Unwire: plain Anthropic, no proxy.")
+@click.option(
+    "--subagent",
+    is_flag=True,
+    help="Also CLAUDE_CODE_SUBAGENT_MODEL=haiku (subagents run on Haiku, i.e. offloaded) and "
+    "CLAUDE_CODE_GATEWAY_HINT_HEADERS=1 (Claude Code marks subagent vs main-loop calls).",
+)
 @click.pass_context
-def env(ctx: click.Context, shell: str | None, mode: str | None) -> None:
+def env(ctx: click.Context, shell: str | None, mode: str | None, subagent: bool) -> None:
     """Print shell lines that wire Claude Code to the proxy: eval "$(ccctl env)"."""
+    if subagent and mode == "stock":
+        raise click.UsageError(
+            "--subagent wires a shell; --stock unwires it (and unsets the subagent variables)"
+        )
     config = load_config(ctx)
     shell = shell or Path(os.environ.get("SHELL", "bash")).name
     if shell not in ("bash", "zsh", "fish"):
@@ -286,7 +312,13 @@ def env(ctx: click.Context, shell: str | None, mode: str | None) -> None:
     if mode in (None, "intercept") and not ca_cert.exists():
         click.echo(f"# warning: {ca_cert} does not exist yet; start ccmitmd once to create it", err=True)
     for line in env_lines(
-        shell, config.proxy.host, config.proxy.port, config.proxy.reverse_port, ca_cert, mode or "intercept"
+        shell,
+        config.proxy.host,
+        config.proxy.port,
+        config.proxy.reverse_port,
+        ca_cert,
+        mode or "intercept",
+        subagent,
     ):
         click.echo(line)
 

@@ -32,6 +32,10 @@ KEYED_HEADER_MODES = frozenset({"x-api-key", "authorization"})
 PASSTHROUGH = "passthrough"
 #: Proof lines kept per check (violations and evidence each); counts are always exact.
 DEFAULT_PROOF_KEEP = 200
+#: Sessions listed by name in a summary (most calls first); the rest are folded into "others".
+DEFAULT_TOP_SESSIONS = 10
+#: The request-class key of calls whose client did not send x-claude-code-request-class.
+UNMARKED = "unmarked"
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 _TOKEN_KEYS = {
     "input_tokens": "input",
@@ -174,6 +178,49 @@ def _key(value: Any) -> str:
     return "unknown" if value is None or value == "" else str(value)
 
 
+@dataclass
+class _Session:
+    """One Claude Code session's calls: per lane and per request class, counts only."""
+
+    calls: int = 0
+    errors: int = 0
+    lanes: Counter[str] = field(default_factory=Counter)
+    request_classes: Counter[str] = field(default_factory=Counter)
+
+    def add(self, lane: str, request_class: str, failed: bool) -> None:
+        self.calls += 1
+        self.errors += failed
+        self.lanes[lane] += 1
+        self.request_classes[request_class] += 1
+
+    def merge(self, other: _Session) -> None:
+        self.calls += other.calls
+        self.errors += other.errors
+        self.lanes.update(other.lanes)
+        self.request_classes.update(other.request_classes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "errors": self.errors,
+            "lanes": dict(sorted(self.lanes.items())),
+            "by_request_class": dict(sorted(self.request_classes.items())),
+        }
+
+
+def session_table(sessions: Mapping[str, _Session], top: int) -> dict[str, Any]:
+    """The ``top`` sessions by calls (ties by id, so the output is stable) and the rest as one row."""
+    ranked = sorted(sessions.items(), key=lambda item: (-item[1].calls, item[0]))
+    others = _Session()
+    for _, session in ranked[top:]:
+        others.merge(session)
+    return {
+        "count": len(sessions),
+        "top": [{"session": name, **session.as_dict()} for name, session in ranked[:top]],
+        "others": {"sessions": max(0, len(ranked) - top), **others.as_dict()},
+    }
+
+
 def _iso(stamp: datetime | None) -> str | None:
     return stamp.astimezone(UTC).isoformat(timespec="seconds") if stamp else None
 
@@ -250,6 +297,7 @@ def summarize(
     pricing: Mapping[str, Any] | None = None,
     default_lane: str = "anthropic",
     skipped_lines: int = 0,
+    top_sessions: int = DEFAULT_TOP_SESSIONS,
 ) -> dict[str, Any]:
     """Per-lane calls/errors/latency/tokens, A/B breakdowns, and the offload savings estimate.
 
@@ -263,6 +311,9 @@ def summarize(
     lane_header: dict[str, dict[str, _Group]] = {}
     lane_http: dict[str, dict[str, _Group]] = {}
     lane_upstream_http: dict[str, dict[str, _Group]] = {}
+    lane_class: dict[str, dict[str, _Group]] = {}
+    by_class: dict[str, _Group] = {}
+    sessions: dict[str, _Session] = {}
     by_header: dict[str, _Group] = {}
     by_http: dict[str, _Group] = {}
     by_upstream_http: dict[str, _Group] = {}
@@ -289,6 +340,13 @@ def summarize(
         by_header.setdefault(header, _Group()).add(record)
         by_http.setdefault(http, _Group()).add(record)
         by_upstream_http.setdefault(upstream_http, _Group()).add(record)
+        request_class = record.get("request_class") or UNMARKED
+        request_class = request_class if isinstance(request_class, str) else "other"
+        lane_class.setdefault(lane, {}).setdefault(request_class, _Group()).add(record)
+        by_class.setdefault(request_class, _Group()).add(record)
+        session = record.get("session")
+        if isinstance(session, str) and session:
+            sessions.setdefault(session, _Session()).add(lane, request_class, is_error(record))
         if lane != default_lane:
             offload.add(record)
             model = _key(record.get("model"))
@@ -329,6 +387,7 @@ def summarize(
         data["by_header_mode"] = table(lane_header[lane])
         data["by_http_version"] = table(lane_http[lane])
         data["by_upstream_http_version"] = table(lane_upstream_http[lane])
+        data["by_request_class"] = table(lane_class[lane])
         lanes_out[lane] = data
 
     offload_tokens = {name: offload.tokens[name] for name in _TOKEN_KEYS.values()}
@@ -346,6 +405,8 @@ def summarize(
         "by_header_mode": table(by_header),
         "by_http_version": table(by_http),
         "by_upstream_http_version": table(by_upstream_http),
+        "by_request_class": table(by_class),
+        "sessions": session_table(sessions, top_sessions),
         "offload": {
             "calls": offload.calls,
             "errors": offload.errors,
@@ -679,6 +740,10 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         ("by header mode (x-api-key vs authorization/Bearer)", "by_header_mode"),
         ("by client HTTP version", "by_http_version"),
         ("by upstream HTTP version (H1 vs H2)", "by_upstream_http_version"),
+        (
+            "by Claude Code request class (subagent vs main loop; unmarked: client did not say)",
+            "by_request_class",
+        ),
     ):
         rows = [
             _latency_row([lane, value], group)
@@ -686,6 +751,18 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             for value, group in data[key].items()
         ]
         out += ["", title, render_table(["lane", key.removeprefix("by_"), *_LATENCY_HEADERS], rows)]
+
+    sessions = summary.get("sessions") or {}
+    if sessions.get("count"):
+        rows = [_session_row(row["session"], row) for row in sessions["top"]]
+        others = sessions["others"]
+        if others["sessions"]:
+            rows.append(_session_row(f"({others['sessions']} others)", others))
+        out += [
+            "",
+            f"by Claude Code session ({sessions['count']} sessions, most calls first)",
+            render_table(["session", "calls", "errors", "lanes", "request classes"], rows),
+        ]
 
     offload = summary["offload"]
     tokens = offload["tokens"]
@@ -712,6 +789,13 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         unpriced = ", ".join(f"{m} ({n})" for m, n in offload["unpriced_models"].items())
         out.append(f"unpriced models: {unpriced}")
     return "\n".join(out) + "\n"
+
+
+def _session_row(label: str, row: Mapping[str, Any]) -> list[Any]:
+    def counts(mapping: Mapping[str, int]) -> str:
+        return " ".join(f"{key}:{value}" for key, value in mapping.items()) or "-"
+
+    return [label, row["calls"], row["errors"], counts(row["lanes"]), counts(row["by_request_class"])]
 
 
 def format_verify(report: VerifyReport, proof: bool = False) -> str:

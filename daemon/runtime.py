@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +27,9 @@ from .paths import write_private
 from .routing import LaneConditions, RoutingTable
 
 log = logging.getLogger(__name__)
+
+#: The request-class key for calls whose client did not say (no x-claude-code-request-class).
+UNMARKED = "unmarked"
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,9 @@ class LaneStats:
     requests: int = 0
     errors: int = 0
     durations: LatencyWindow = field(default_factory=LatencyWindow)
+    # Calls per Claude Code request class ("unmarked" when the client sent none); the keys are a
+    # closed vocabulary (see usage.request_class_of), so this stays small.
+    request_classes: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -120,6 +126,7 @@ class LaneStats:
             "errors": self.errors,
             "p50_ms": self.durations.percentile(0.5),
             "p95_ms": self.durations.percentile(0.95),
+            "by_request_class": dict(sorted(self.request_classes.items())),
         }
 
 
@@ -242,9 +249,12 @@ class Runtime:
             breaker_open=open_lanes,
         )
 
-    def record(self, lane: str, duration_ms: float | None, failed: bool) -> None:
+    def record(
+        self, lane: str, duration_ms: float | None, failed: bool, request_class: str | None = None
+    ) -> None:
         stats = self.stats.setdefault(lane, LaneStats())
         stats.requests += 1
+        stats.request_classes[request_class or UNMARKED] += 1
         if failed:
             stats.errors += 1
         if duration_ms is not None:

@@ -399,7 +399,9 @@ class Daemon:
                 "problem": lane.problem,
                 "breaker": breaker.snapshot() if breaker is not None else None,
                 **(
-                    stats.as_dict() if stats else {"requests": 0, "errors": 0, "p50_ms": None, "p95_ms": None}
+                    stats.as_dict()
+                    if stats
+                    else {"requests": 0, "errors": 0, "p50_ms": None, "p95_ms": None, "by_request_class": {}}
                 ),
             }
         last_bundle = load_last_run(self.state_dir)

@@ -36,6 +36,20 @@ def clean_text(value: Any, limit: int = _MAX_TEXT) -> str | None:
     return redact_text(text)[:limit]
 
 
+#: Claude Code's own request classes (``x-claude-code-request-class``, Claude Code 2.1.x). It sends
+#: the header only with ``CLAUDE_CODE_GATEWAY_HINT_HEADERS=1``, which `ccctl env --subagent` sets.
+REQUEST_CLASSES = frozenset({"main", "subagent", "workflow", "compaction", "auxiliary", "side_reply"})
+
+
+def request_class_of(value: str | None) -> str | None:
+    """The request-class header as one of :data:`REQUEST_CLASSES`, ``"other"`` for anything else
+    (so a hostile value can never become a new report column), None when absent."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    return text if text in REQUEST_CLASSES else "other"
+
+
 @dataclass
 class UsageRecord:
     ts: str
@@ -63,6 +77,8 @@ class UsageRecord:
     error: str | None
     attempt_of: str | None = None  # for a failover: the id of the refused first attempt
     thinking_stripped: int | None = None  # offload-lane thinking blocks removed before the default lane
+    request_class: str | None = None  # Claude Code's x-claude-code-request-class, normalised
+    agent_type: str | None = None  # Claude Code's x-claude-code-agent-type (e.g. "custom")
 
     def to_line(self) -> bytes:
         return (json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False) + "\n").encode()

@@ -315,10 +315,45 @@ def test_invalid_config_at_start_serves_the_last_good_one(make_daemon, upstreams
                 "export ANTHROPIC_BASE_URL='http://127.0.0.1:{reverse}'",
             ],
         ),
-        (["--stock"], ["unset HTTPS_PROXY", "unset NODE_EXTRA_CA_CERTS", "unset ANTHROPIC_BASE_URL"]),
+        (
+            ["--subagent"],
+            [
+                "export HTTPS_PROXY='http://127.0.0.1:{port}'",
+                "export NODE_EXTRA_CA_CERTS='{ca}'",
+                "unset ANTHROPIC_BASE_URL",
+                "export CLAUDE_CODE_SUBAGENT_MODEL='haiku'",
+                "export CLAUDE_CODE_GATEWAY_HINT_HEADERS='1'",
+            ],
+        ),
+        (
+            ["--subagent", "--reverse", "--shell", "fish"],
+            [
+                "set -e HTTPS_PROXY",
+                "set -e NODE_EXTRA_CA_CERTS",
+                "set -gx ANTHROPIC_BASE_URL 'http://127.0.0.1:{reverse}'",
+                "set -gx CLAUDE_CODE_SUBAGENT_MODEL 'haiku'",
+                "set -gx CLAUDE_CODE_GATEWAY_HINT_HEADERS '1'",
+            ],
+        ),
+        (
+            ["--stock"],
+            [
+                "unset HTTPS_PROXY",
+                "unset NODE_EXTRA_CA_CERTS",
+                "unset ANTHROPIC_BASE_URL",
+                "unset CLAUDE_CODE_SUBAGENT_MODEL",
+                "unset CLAUDE_CODE_GATEWAY_HINT_HEADERS",
+            ],
+        ),
         (
             ["--stock", "--shell", "fish"],
-            ["set -e HTTPS_PROXY", "set -e NODE_EXTRA_CA_CERTS", "set -e ANTHROPIC_BASE_URL"],
+            [
+                "set -e HTTPS_PROXY",
+                "set -e NODE_EXTRA_CA_CERTS",
+                "set -e ANTHROPIC_BASE_URL",
+                "set -e CLAUDE_CODE_SUBAGENT_MODEL",
+                "set -e CLAUDE_CODE_GATEWAY_HINT_HEADERS",
+            ],
         ),
     ],
 )
@@ -357,16 +392,16 @@ def test_shell_shortcuts_wrap_ccctl(daemon: Daemon, upstreams) -> None:
     script = f"""
         set -e
         source {shortcuts}
-        ccsub >/dev/null; echo "proxy=$HTTPS_PROXY ca=$NODE_EXTRA_CA_CERTS"
-        ccstock >/dev/null; echo "after-stock=${{HTTPS_PROXY:-unset}}"
+        ccsub >/dev/null; echo "proxy=$HTTPS_PROXY ca=$NODE_EXTRA_CA_CERTS sub=$CLAUDE_CODE_SUBAGENT_MODEL"
+        ccstock >/dev/null; echo "after-stock=${{HTTPS_PROXY:-unset}} sub=${{CLAUDE_CODE_SUBAGENT_MODEL:-unset}}"
         ccpause >/dev/null; ccresume >/dev/null
         cczai_bearer >/dev/null
         cch1 >/dev/null
     """
     result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert f"proxy={daemon.proxy_url} ca={daemon.ca_cert}" in result.stdout
-    assert "after-stock=unset" in result.stdout
+    assert f"proxy={daemon.proxy_url} ca={daemon.ca_cert} sub=haiku" in result.stdout
+    assert "after-stock=unset sub=unset" in result.stdout
     text = daemon.config_path.read_text()
     assert "header_mode: authorization" in text and "http2: false" in text
     wait_for(lambda: status(daemon)["http2"] is False, what="reload", interval=0.3)

@@ -9,8 +9,8 @@ ccmitm() {  # [PORT]  start the daemon in the background; PORT sets the intercep
   ccctl start
 }
 
-ccsub() {  # [PORT]  wire this shell's Claude Code to the proxy (intercepting mode)
-  eval "$(ccctl env --shell "$(basename "${SHELL:-bash}")")"
+ccsub() {  # [PORT]  wire this shell's Claude Code to the proxy (intercepting mode); subagents run on Haiku
+  eval "$(ccctl env --subagent --shell "$(basename "${SHELL:-bash}")")"
   if [ -n "${1:-}" ]; then export HTTPS_PROXY="http://127.0.0.1:$1"; fi
   echo "wired: HTTPS_PROXY=$HTTPS_PROXY"
 }
