@@ -292,6 +292,22 @@ def _copy_daemon_log(state_dir: Path, target: Path, window_start: datetime, keys
                 out.write(redact_text(raw.decode("utf-8", "replace").rstrip("\r\n"), keys) + "\n")
 
 
+def _copy_endurance(state_dir: Path, target: Path, keys: Mapping[str, str]) -> None:
+    """The newest `ccctl endurance` evidence (SUMMARY.md, TESTS.md, METRICS.json, VERIFY.txt), scrubbed."""
+    from .endurance import EVIDENCE_FILES, latest_evidence
+
+    source = latest_evidence(state_dir)
+    if source is None:
+        return
+    target.mkdir(mode=0o700)
+    for name in EVIDENCE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            _write(
+                target / name,
+                redact_text((source / name).read_text(encoding="utf-8", errors="replace"), keys),
+            )
+
+
 def _versions() -> str:
     def dist(name: str) -> str:
         try:
@@ -449,6 +465,7 @@ def _build(
         _write(stage / "config.redacted.yaml", _config_yaml(config, keys))
         _copy_daemon_log(state_dir, stage / "daemon.log", window_start, keys)
         _write(stage / "VERSION.txt", _versions())
+        _copy_endurance(state_dir, stage / "endurance", keys)
         _write(
             stage / "README.txt",
             README.format(
