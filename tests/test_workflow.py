@@ -297,3 +297,24 @@ def test_endurance_against_fake_leaves_readable_evidence_and_no_secret(tmp_path:
     assert (folder / "endurance" / "SUMMARY.md").read_text() == summary
     assert (folder / "endurance" / "TESTS.md").read_text() == tests_md
     assert scan_tree(folder.parent, ALL_SECRETS) == []
+
+
+@pytest.mark.e2e
+@pytest.mark.claude
+def test_claude_code_marks_its_calls_when_wired_with_subagent(daemon: Daemon, upstreams) -> None:
+    """The real CLI, wired the way `ccctl env --subagent` wires it, labels its calls: proof that the
+    variable we export is the one that makes Claude Code send its request class."""
+    from test_claude_code import CLAUDE, run_claude
+
+    if not CLAUDE.exists():
+        pytest.skip("Claude Code CLI not installed (run `make node-deps`)")
+    wiring = {
+        "ANTHROPIC_BASE_URL": daemon.reverse_url,
+        "CLAUDE_CODE_SUBAGENT_MODEL": "haiku",
+        "CLAUDE_CODE_GATEWAY_HINT_HEADERS": "1",
+    }
+    result = run_claude(CLAUDE, daemon, "haiku", wiring)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in daemon.usage_lines() if line["path"].startswith("/v1/messages")]
+    assert lines and all(line["lane"] == "zai" and line["request_class"] == "main" for line in lines)
+    assert status(daemon)["lanes"]["zai"]["by_request_class"].get("main", 0) >= 1
