@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -67,11 +68,24 @@ def http_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Replace ``path`` atomically (unique temp file in the same directory, fsync, rename) with
+    ``data`` at ``mode``; a reader sees the old file or the new one, never half of it."""
+    fd, partial = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # created 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if mode != 0o600:
+            os.chmod(partial, mode)
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
 def write_private(path: Path, data: bytes) -> None:
-    """Replace ``path`` atomically (temp file + rename) with a file only its owner can read."""
+    """Replace ``path`` atomically with a file only its owner can read, in an owner-only dir."""
     ensure_private_dir(path.parent)
-    partial = path.with_name(path.name + ".tmp")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(partial, path)
+    write_atomic(path, data, 0o600)

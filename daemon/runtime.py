@@ -25,11 +25,11 @@ from .config import Config, LaneConfig, LaneKey, LoadedConfig, resolve_lane_key
 from .crosslane import SignatureRegistry
 from .paths import write_private
 from .routing import LaneConditions, RoutingTable
+from .usage import UNMARKED
 
 log = logging.getLogger(__name__)
 
 #: The request-class key for calls whose client did not say (no x-claude-code-request-class).
-UNMARKED = "unmarked"
 
 
 @dataclass(frozen=True)

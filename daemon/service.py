@@ -15,7 +15,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -556,24 +555,12 @@ def _launchd_uninstall_actions(host: Host, view: ManagerView, present: bool) -> 
 
 
 # --- executing a plan ------------------------------------------------------------------------------
-def _write_atomically(path: Path, text: str, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _apply(action: Action, host: Host) -> str | None:
     """Carry out one action; returns a warning for a tolerated failure."""
     if isinstance(action, MakeDir):
         action.path.mkdir(mode=action.mode, exist_ok=True)
     elif isinstance(action, WriteFile):
-        _write_atomically(action.path, action.text, action.mode)
+        paths.write_atomic(action.path, action.text.encode(), action.mode)
     elif isinstance(action, RemoveFile):
         action.path.unlink(missing_ok=True)
     elif isinstance(action, RemoveDirIfEmpty):

@@ -10,11 +10,11 @@ removes only its own, unless told ``force``.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from .paths import write_atomic
 
 NAME = "haiku-subagent"
 MARKER = "<!-- written by ccmitm (ccctl subagent install); `ccctl subagent remove` deletes it -->"
@@ -87,21 +87,6 @@ class Outcome:
         return self.action != "refused"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # an agent definition is not a secret; Claude Code must read it
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def install(path: Path, force: bool = False) -> Outcome:
     wanted = render()
     try:
@@ -114,7 +99,9 @@ def install(path: Path, force: bool = False) -> Outcome:
         return Outcome(
             path, "refused", f"{path} exists and was not written by ccmitm; use --force to replace it"
         )
-    _write_atomic(path, wanted)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # An agent definition is not a secret, and Claude Code must be able to read it.
+    write_atomic(path, wanted.encode(), 0o644)
     action = "installed" if current is None else "updated"
     return Outcome(path, action, f"{path}: {action}")
 
