@@ -82,6 +82,9 @@ from .cli_report import bundle, summarize, verify  # noqa: E402
 main.add_command(summarize)
 main.add_command(verify)
 main.add_command(bundle)
+from .cli_top import top  # noqa: E402
+
+main.add_command(top)
 
 
 if __name__ == "__main__":  # pragma: no cover

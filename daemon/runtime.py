@@ -108,11 +108,16 @@ class LatencyWindow:
         return round(ordered[index], 1)
 
 
+#: The token counters a lane keeps, as named in the usage record and in ``status``.
+TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+
+
 @dataclass
 class LaneStats:
     requests: int = 0
     errors: int = 0
     durations: LatencyWindow = field(default_factory=LatencyWindow)
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_FIELDS, 0))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -120,6 +125,7 @@ class LaneStats:
             "errors": self.errors,
             "p50_ms": self.durations.percentile(0.5),
             "p95_ms": self.durations.percentile(0.95),
+            "tokens": dict(self.tokens),
         }
 
 
@@ -249,6 +255,12 @@ class Runtime:
             stats.errors += 1
         if duration_ms is not None:
             stats.durations.add(duration_ms)
+
+    def add_tokens(self, lane: str, counts: Mapping[str, int | None]) -> None:
+        """Add one call's token counts (None = the upstream did not say) to the lane's totals."""
+        totals = self.stats.setdefault(lane, LaneStats()).tokens
+        for name in TOKEN_FIELDS:
+            totals[name] += counts.get(name) or 0
 
     def uptime_s(self) -> float:
         return round(time.monotonic() - self.started_monotonic, 1)

@@ -29,8 +29,8 @@ from .daemonlog import daemon_log_file, set_secret_values, setup_logging
 from .jobs import BUNDLE_JOB, Housekeeping
 from .notify import Notifier
 from .proxy import ListenerError, Proxy, secure_confdir
-from .runtime import PauseStore, Runtime, Snapshot
-from .usage import UsageLog
+from .runtime import TOKEN_FIELDS, LaneStats, PauseStore, Runtime, Snapshot
+from .usage import UsageLog, UsageRecord
 from .watcher import ConfigWatcher
 
 log = logging.getLogger("ccmitm")
@@ -76,7 +76,7 @@ class Daemon:
         self.usage = UsageLog(
             Path(config.logs.dir), config.logs.rotate_bytes, config.logs.keep, config.logs.daily
         )
-        self.router = Router(self.runtime, self.usage.write)
+        self.router = Router(self.runtime, self._record)
         self.proxy: Proxy | None = None
         self.notifier = Notifier.from_env()
         self.control = ControlServer(config.socket_path(), self._handlers())
@@ -157,6 +157,11 @@ class Daemon:
                 log.warning("drain deadline reached: closing %d in-flight call(s)", self.router.in_flight)
                 return
             await asyncio.sleep(0.05)
+
+    def _record(self, record: UsageRecord) -> None:
+        """The router's sink: the per-lane token totals for status, then the usage log."""
+        self.runtime.add_tokens(record.lane, {name: getattr(record, name) for name in TOKEN_FIELDS})
+        self.usage.write(record)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -398,9 +403,7 @@ class Daemon:
                 "available": lane.available,
                 "problem": lane.problem,
                 "breaker": breaker.snapshot() if breaker is not None else None,
-                **(
-                    stats.as_dict() if stats else {"requests": 0, "errors": 0, "p50_ms": None, "p95_ms": None}
-                ),
+                **(stats.as_dict() if stats else LaneStats().as_dict()),
             }
         last_bundle = load_last_run(self.state_dir)
         return {
