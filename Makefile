@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 NODE_DIR := tests/e2e/node
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench node-deps summarize verify-routing bundle \
+.PHONY: install run test lint bench docs node-deps summarize verify-routing bundle \
         service-install service-uninstall clean
 
 # Find a Python >= 3.12: $(PYTHON) if given, else pyenv's (it honours .python-version),
@@ -54,6 +54,9 @@ bundle: install ## write a review bundle (dir + .tgz) into bundle.dir now
 
 bench: install ## measure what the proxy costs per call (prints; not a test)
 	$(BIN)/python tests/bench/bench_proxy.py
+
+docs: install ## regenerate docs/CONFIG.md from the config model (a test checks it is current)
+	$(BIN)/python -m ccmitm.configdoc > docs/CONFIG.md
 
 lint: install
 	$(BIN)/ruff check daemon tests

@@ -373,7 +373,7 @@ class Router:
             agent_type=clean_text(flow.request.headers.get("x-claude-code-agent-type"), 40),
         )
         failed = error is not None or record.status is None or record.status >= 400
-        self.runtime.record(record.lane, record.duration_ms, failed, record.request_class)
+        self.runtime.record(record, failed)
         self.sink(record)
 
 

@@ -35,6 +35,7 @@ import yaml
 from . import __version__
 from .config import Config, resolve_lane_keys
 from .daemonlog import DAEMON_LOG
+from .htmlreport import render_report
 from .logfiles import all_files, read_lines
 from .paths import ensure_private_dir, write_private
 from .report import UsageLines, format_verify, parse_ts, summarize, verify
@@ -68,6 +69,8 @@ Files
                         mode and HTTP version, and the offload savings estimate.
 - VERIFY.txt            `ccctl verify --proof` over usage.jsonl: the routing and header-hygiene
                         audit, one line per check, the verdict, and the log lines behind it.
+- REPORT.html           a self-contained page (no network, no external scripts): calls and
+                        p50/p95 latency per lane over the window as charts, and the verdict.
 - config.redacted.yaml  the effective configuration the bundle was made with. Lane keys are
                         never part of the config (they come from the environment or a key file).
 - daemon.log            ccmitmd's own log (start, reloads, warnings, errors) for the window,
@@ -462,6 +465,10 @@ def _build(
         result.verify_ok = audit.ok
         verify_text = format_verify(audit, proof=True) + f"exit code: {audit.exit_code}\n"
         _write(stage / "VERIFY.txt", redact_text(verify_text, keys))
+        page = render_report(
+            UsageLines(stage), audit.to_dict(), window_start, now, config.routing.default_lane, title=name
+        )
+        _write(stage / "REPORT.html", redact_text(page, keys))
         _write(stage / "config.redacted.yaml", _config_yaml(config, keys))
         _copy_daemon_log(state_dir, stage / "daemon.log", window_start, keys)
         _write(stage / "VERSION.txt", _versions())

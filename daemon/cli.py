@@ -82,6 +82,9 @@ from .cli_report import bundle, summarize, verify  # noqa: E402
 main.add_command(summarize)
 main.add_command(verify)
 main.add_command(bundle)
+from .cli_top import top  # noqa: E402
+
+main.add_command(top)
 from .cli_workflow import COMMANDS as _WORKFLOW_COMMANDS  # noqa: E402
 
 for _command in _WORKFLOW_COMMANDS:

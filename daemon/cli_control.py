@@ -60,6 +60,12 @@ def format_status(status: dict[str, Any]) -> str:
             f"{lane['requests']} req  {lane['errors']} err  "
             f"p50 {_ms(lane['p50_ms'])}  p95 {_ms(lane['p95_ms'])}{breaker_text}"
         )
+        tokens = lane.get("tokens") or {}
+        if any(tokens.values()):
+            lines.append(
+                f"  {'':<10} tokens: {tokens.get('input_tokens', 0)} in, "
+                f"{tokens.get('output_tokens', 0)} out, {tokens.get('cache_read_input_tokens', 0)} cache read"
+            )
         classes = lane.get("by_request_class") or {}
         if classes:
             lines.append(f"  {'':<10} by request class: " + ", ".join(f"{k} {v}" for k, v in classes.items()))

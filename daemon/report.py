@@ -23,7 +23,7 @@ from .config import Config
 from .logfiles import all_files, read_lines
 from .routing import OVERRIDE_REASONS, Reason
 from .secretscan import redact_text
-from .usage import UNMARKED, USAGE_FILE
+from .usage import TOKEN_FIELDS, UNMARKED, USAGE_FILE
 
 Record = Mapping[str, Any]
 
@@ -35,7 +35,6 @@ DEFAULT_PROOF_KEEP = 200
 #: Sessions listed by name in a summary (most calls first); the rest are folded into "others".
 DEFAULT_TOP_SESSIONS = 10
 #: The request-class key of calls whose client did not send x-claude-code-request-class.
-TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 _TOKEN_KEYS = {
     "input_tokens": "input",
     "output_tokens": "output",

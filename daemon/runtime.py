@@ -25,7 +25,7 @@ from .config import Config, LaneConfig, LaneKey, LoadedConfig, resolve_lane_key
 from .crosslane import SignatureRegistry
 from .paths import write_private
 from .routing import LaneConditions, RoutingTable
-from .usage import UNMARKED
+from .usage import TOKEN_FIELDS, UNMARKED, UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,9 @@ class LatencyWindow:
         return round(ordered[index], 1)
 
 
+#: The token counters a lane keeps, as named in the usage record and in ``status``.
+
+
 @dataclass
 class LaneStats:
     requests: int = 0
@@ -119,6 +122,7 @@ class LaneStats:
     # Calls per Claude Code request class ("unmarked" when the client sent none); the keys are a
     # closed vocabulary (see usage.request_class_of), so this stays small.
     request_classes: Counter[str] = field(default_factory=Counter)
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_FIELDS, 0))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -127,6 +131,7 @@ class LaneStats:
             "p50_ms": self.durations.percentile(0.5),
             "p95_ms": self.durations.percentile(0.95),
             "by_request_class": dict(sorted(self.request_classes.items())),
+            "tokens": dict(self.tokens),
         }
 
 
@@ -249,16 +254,17 @@ class Runtime:
             breaker_open=open_lanes,
         )
 
-    def record(
-        self, lane: str, duration_ms: float | None, failed: bool, request_class: str | None = None
-    ) -> None:
-        stats = self.stats.setdefault(lane, LaneStats())
+    def record(self, record: UsageRecord, failed: bool) -> None:
+        """Count one finished call for status: requests, errors, latency, request class, tokens."""
+        stats = self.stats.setdefault(record.lane, LaneStats())
         stats.requests += 1
-        stats.request_classes[request_class or UNMARKED] += 1
+        stats.request_classes[record.request_class or UNMARKED] += 1
         if failed:
             stats.errors += 1
-        if duration_ms is not None:
-            stats.durations.add(duration_ms)
+        if record.duration_ms is not None:
+            stats.durations.add(record.duration_ms)
+        for name in TOKEN_FIELDS:
+            stats.tokens[name] += getattr(record, name) or 0
 
     def uptime_s(self) -> float:
         return round(time.monotonic() - self.started_monotonic, 1)

@@ -29,7 +29,7 @@ from .daemonlog import daemon_log_file, set_secret_values, setup_logging
 from .jobs import BUNDLE_JOB, Housekeeping
 from .notify import Notifier
 from .proxy import ListenerError, Proxy, secure_confdir
-from .runtime import PauseStore, Runtime, Snapshot
+from .runtime import LaneStats, PauseStore, Runtime, Snapshot
 from .usage import UsageLog
 from .watcher import ConfigWatcher
 
@@ -398,11 +398,7 @@ class Daemon:
                 "available": lane.available,
                 "problem": lane.problem,
                 "breaker": breaker.snapshot() if breaker is not None else None,
-                **(
-                    stats.as_dict()
-                    if stats
-                    else {"requests": 0, "errors": 0, "p50_ms": None, "p95_ms": None, "by_request_class": {}}
-                ),
+                **(stats.as_dict() if stats else LaneStats().as_dict()),
             }
         last_bundle = load_last_run(self.state_dir)
         return {

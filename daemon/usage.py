@@ -42,6 +42,9 @@ REQUEST_CLASSES = frozenset({"main", "subagent", "workflow", "compaction", "auxi
 #: How status and summarize label a call whose request carried no request-class header.
 UNMARKED = "unmarked"
 
+#: The usage record's token counters, in the order reports show them.
+TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+
 
 def request_class_of(value: str | None) -> str | None:
     """The request-class header as one of :data:`REQUEST_CLASSES`, ``"other"`` for anything else

@@ -42,6 +42,7 @@ BUNDLE_FILES = {
     "usage.jsonl",
     "METRICS.json",
     "VERIFY.txt",
+    "REPORT.html",
     "config.redacted.yaml",
     "daemon.log",
     "VERSION.txt",

@@ -52,6 +52,10 @@ def test_claude_code_haiku_goes_to_zai_and_sonnet_stays(
     claude_bin: Path, daemon: Daemon, upstreams, mode: str
 ) -> None:
     anthropic_up, zai = upstreams
+    # Distinct replies per lane, every SSE event cut in two pieces on the wire: Claude Code prints
+    # exactly the lane's text only if it really consumed and reassembled the stream it was sent.
+    zai.reply_text, anthropic_up.reply_text = "ok from the GLM lane", "ok from the Anthropic lane"
+    zai.behaviour = anthropic_up.behaviour = "slow"
     if mode == "intercept":
         wiring = {"HTTPS_PROXY": daemon.proxy_url, "NODE_EXTRA_CA_CERTS": str(daemon.ca_cert)}
     else:
@@ -59,7 +63,7 @@ def test_claude_code_haiku_goes_to_zai_and_sonnet_stays(
 
     result = run_claude(claude_bin, daemon, "haiku", wiring)
     assert result.returncode == 0, result.stderr
-    assert "ok" in result.stdout
+    assert result.stdout.strip() == "ok from the GLM lane"
     haiku_calls = zai.messages()
     assert haiku_calls, "Claude Code's Haiku call never reached the offload lane"
     for call in haiku_calls:
@@ -71,6 +75,7 @@ def test_claude_code_haiku_goes_to_zai_and_sonnet_stays(
 
     result = run_claude(claude_bin, daemon, "sonnet", wiring)
     assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok from the Anthropic lane"
     sonnet_calls = [r for r in anthropic_up.messages() if "sonnet" in (r.model or "")]
     assert sonnet_calls
     for call in sonnet_calls:
@@ -82,3 +87,8 @@ def test_claude_code_haiku_goes_to_zai_and_sonnet_stays(
     assert any(line["lane"] == "zai" and line["stream"] and line["output_tokens"] == 7 for line in lines)
     assert any(line["lane"] == "anthropic" and "sonnet" in line["model"] for line in lines)
     assert all(line["session"] for line in lines)
+
+    # The routing proof holds over what Claude Code really sent.
+    audit = daemon.ccctl("verify", "--proof")
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert "PASS: routing and header hygiene hold" in audit.stdout

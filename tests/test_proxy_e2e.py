@@ -44,9 +44,17 @@ def assert_no_secret_in_files(daemon: Daemon) -> None:
 
 
 @pytest.mark.parametrize("listener", ["reverse", "intercept"])
-def test_haiku_goes_to_zai_with_the_lane_key_only(daemon: Daemon, upstreams, listener: str) -> None:
+@pytest.mark.parametrize("credential", ["api_key", "auth_token"])
+def test_haiku_goes_to_zai_with_the_lane_key_only(
+    daemon: Daemon, upstreams, listener: str, credential: str
+) -> None:
+    """Both client shapes: an API key, and a subscription (``Authorization: Bearer sk-ant-oat01-…``
+    with ``anthropic-beta: oauth-…``). Z.AI sees the lane key and neither the token nor the beta."""
     anthropic_up, zai = upstreams
-    reply = sdk(daemon, listener).messages.create(model=HAIKU, max_tokens=16, messages=MESSAGES)
+    secret = CLIENT_API_KEY if credential == "api_key" else CLIENT_OAUTH_TOKEN
+    reply = sdk(daemon, listener, **{credential: secret}).messages.create(
+        model=HAIKU, max_tokens=16, messages=MESSAGES, extra_headers={"anthropic-beta": "oauth-2025-04-20"}
+    )
     assert reply.content[0].text == "ok"
 
     [received] = zai.messages()
