@@ -757,19 +757,24 @@ def run(
             "verify": {"ok": audit.ok, "verdict": audit.verdict, "headline": audit.headline},
             "checks": [asdict(c) for c in checks],
         }
-        files = {
-            "SUMMARY.md": render_summary(metrics, checks),
-            "TESTS.md": render_tests(checks),
-            "METRICS.json": json.dumps(metrics, indent=2) + "\n",
-            "VERIFY.txt": report.format_verify(audit, proof=True),
-        }
+
+        def evidence() -> dict[str, str]:
+            metrics["checks"] = [asdict(c) for c in checks]
+            return {
+                "SUMMARY.md": render_summary(metrics, checks),
+                "TESTS.md": render_tests(checks),
+                "METRICS.json": json.dumps(metrics, indent=2) + "\n",
+                "VERIFY.txt": report.format_verify(audit, proof=True),
+            }
+
+        files = evidence()
         findings = write_evidence(folder, files, keys)
         if not findings:
+            # The scan is itself a check: write every file again so all of them list it.
             checks.append(
                 CheckResult("evidence: no secret in the files", True, f"{', '.join(files)} scanned")
             )
-            again = {"TESTS.md": render_tests(checks), "SUMMARY.md": render_summary(metrics, checks)}
-            findings = write_evidence(folder, again, keys)
+            findings = write_evidence(folder, evidence(), keys)
         if findings:
             checks = [c for c in checks if not c.name.startswith("evidence:")]
             checks.append(CheckResult("evidence: no secret in the files", False, "; ".join(findings[:5])))

@@ -278,6 +278,10 @@ def test_endurance_against_fake_leaves_readable_evidence_and_no_secret(tmp_path:
     ):
         assert check in tests_md, check
     assert "| FAIL |" not in tests_md
+    # The three files tell one story: METRICS.json lists the same checks, the secret scan included.
+    assert [c["name"] for c in metrics["checks"]] == [
+        line.split(" | ")[1] for line in tests_md.splitlines()[4:] if line.startswith("| ")
+    ]
     assert "[PASS] (a) haiku-offloaded" in (out / "VERIFY.txt").read_text()
     assert scan_tree(out, ALL_SECRETS) == []
     assert all(secret not in result.stdout + result.stderr for secret in ALL_SECRETS)
