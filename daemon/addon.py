@@ -295,8 +295,6 @@ class Router:
             stream_requested=state.stream_requested,
             started=time.time(),
             thinking_stripped=state.thinking_stripped,
-            request_class=request_class_of(flow.request.headers.get("x-claude-code-request-class")),
-            agent_type=clean_text(flow.request.headers.get("x-claude-code-agent-type"), 40),
         )
         self.in_flight += 1
         original = state.original
