@@ -11,6 +11,11 @@ server (``fake.behaviour = ...``) or per request (header ``x-fake-behaviour``):
 - ``stall``: stream a few events, then send nothing (until ``stall_s`` or the server stops).
 - ``status:NNN``: answer with that HTTP status and an Anthropic-shaped error body.
 - ``slow``: send each event in two halves with a pause between (exercise chunk splits).
+
+Scripted answers: ``fake.script = fn`` where ``fn(received) -> Reply | None`` picks, per request,
+the content blocks and stop reason of a Messages answer (``Reply.text(...)``,
+``Reply.tool_use(...)``), JSON or SSE alike; ``None`` (or no script) keeps the default answer.
+Behaviours still apply to a scripted stream.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import contextlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +70,60 @@ class Received:
         except (ValueError, AttributeError):
             return None
 
+    def tool_results(self) -> list[dict[str, Any]]:
+        """Every ``tool_result`` block in the request's messages (a client's answer to a tool_use)."""
+        try:
+            messages = self.json().get("messages") or []
+        except (ValueError, AttributeError):
+            return []
+        return [
+            block
+            for message in messages
+            if isinstance(message, dict) and isinstance(message.get("content"), list)
+            for block in message["content"]
+            if isinstance(block, dict) and block.get("type") == "tool_result"
+        ]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A scripted answer: the final content blocks (as the Messages API returns them) and stop reason."""
+
+    content: tuple[dict[str, Any], ...]
+    stop_reason: str = "end_turn"
+
+    @classmethod
+    def text(cls, text: str) -> Reply:
+        return cls(({"type": "text", "text": text},))
+
+    @classmethod
+    def tool_use(cls, name: str, tool_input: dict[str, Any], tool_id: str = "toolu_fake_01") -> Reply:
+        return cls(({"type": "tool_use", "id": tool_id, "name": name, "input": tool_input},), "tool_use")
+
+
+def _halves(text: str) -> tuple[str, str]:
+    return text[: len(text) // 2], text[len(text) // 2 :]
+
+
+def block_events(index: int, block: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """One content block as Anthropic streams it: start (empty), deltas in two pieces, stop."""
+    if block["type"] == "tool_use":
+        start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+        deltas = [
+            {"type": "input_json_delta", "partial_json": p} for p in _halves(json.dumps(block["input"]))
+        ]
+    else:
+        start = {"type": "text", "text": ""}
+        deltas = [{"type": "text_delta", "text": p} for p in _halves(block.get("text", ""))]
+    delta_events = [
+        ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d}) for d in deltas
+    ]
+    return [
+        ("content_block_start", {"type": "content_block_start", "index": index, "content_block": start}),
+        *delta_events,
+        ("content_block_stop", {"type": "content_block_stop", "index": index}),
+    ]
+
 
 class FakeUpstream:
     def __init__(self, name: str, input_tokens: int = 11, output_tokens: int = 7):
@@ -78,6 +138,7 @@ class FakeUpstream:
         self.reply_text = "ok"
         self.thinking_signature: str | None = None  # when set, streamed replies end with a thinking block
         self.retry_after: str | None = None
+        self.script: Callable[[Received], Reply | None] | None = None  # per-request scripted answers
         self._gate = threading.Event()
         self.gate_timed_out = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -207,10 +268,14 @@ class FakeUpstream:
             payload = {}
         model = payload.get("model") if isinstance(payload, dict) else None
         stream = isinstance(payload, dict) and payload.get("stream") is True
+        reply = self.script(request) if self.script else None
         if not stream:
-            await self._send_json(writer, 200, self._message(model))
+            message = self._message(model)
+            if reply is not None:
+                message.update(content=list(reply.content), stop_reason=reply.stop_reason)
+            await self._send_json(writer, 200, message)
             return True
-        return await self._send_sse(writer, model, behaviour)
+        return await self._send_sse(writer, model, behaviour, reply)
 
     def _message(self, model: Any) -> dict[str, Any]:
         return {
@@ -242,6 +307,25 @@ class FakeUpstream:
         lines = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    def scripted_events(self, model: Any, reply: Reply) -> list[bytes]:
+        start = self._message(model)
+        start.update(content=[], stop_reason=None)
+        start["usage"] = dict(start["usage"], output_tokens=1)
+        events: list[tuple[str, dict[str, Any]]] = [
+            ("message_start", {"type": "message_start", "message": start})
+        ]
+        for index, block in enumerate(reply.content):
+            events += block_events(index, block)
+        delta = {"stop_reason": reply.stop_reason, "stop_sequence": None}
+        events += [
+            (
+                "message_delta",
+                {"type": "message_delta", "delta": delta, "usage": {"output_tokens": self.output_tokens}},
+            ),
+            ("message_stop", {"type": "message_stop"}),
+        ]
+        return [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events]
 
     def events(self, model: Any) -> list[bytes]:
         start = self._message(model)
@@ -287,14 +371,16 @@ class FakeUpstream:
         ]
         return [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events]
 
-    async def _send_sse(self, writer: asyncio.StreamWriter, model: Any, behaviour: str) -> bool:
+    async def _send_sse(
+        self, writer: asyncio.StreamWriter, model: Any, behaviour: str, reply: Reply | None = None
+    ) -> bool:
         headers = {
             "content-type": "text/event-stream; charset=utf-8",
             "cache-control": "no-cache",
             "transfer-encoding": "chunked",
         }
         writer.write(self._head(200, headers))
-        events = self.events(model)
+        events = self.events(model) if reply is None else self.scripted_events(model, reply)
 
         async def chunk(data: bytes) -> None:
             writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
