@@ -230,8 +230,9 @@ def stop(ctx: click.Context, timeout: float) -> None:
 # --- shell wiring --------------------------------------------------------------------------------
 WIRED_VARIABLES = ("HTTPS_PROXY", "NODE_EXTRA_CA_CERTS", "ANTHROPIC_BASE_URL")
 #: Set by --subagent: subagents without a model of their own use Haiku (so they are offloaded), and
-#: Claude Code sends its request-class headers (x-claude-code-request-class and -agent-type; it
-#: does so only with this variable set, seen in 2.1.x), which status and summarize count.
+#: Claude Code sends its request-class headers (x-claude-code-request-class and -agent-type) to a
+#: custom ANTHROPIC_BASE_URL too (2.1.x sends them to api.anthropic.com, i.e. through the
+#: intercepting listener, by itself), which status and summarize count.
 SUBAGENT_VARIABLES = {"CLAUDE_CODE_SUBAGENT_MODEL": "haiku", "CLAUDE_CODE_GATEWAY_HINT_HEADERS": "1"}
 
 

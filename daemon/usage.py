@@ -37,7 +37,8 @@ def clean_text(value: Any, limit: int = _MAX_TEXT) -> str | None:
 
 
 #: Claude Code's own request classes (``x-claude-code-request-class``, Claude Code 2.1.x). It sends
-#: the header only with ``CLAUDE_CODE_GATEWAY_HINT_HEADERS=1``, which `ccctl env --subagent` sets.
+#: it to api.anthropic.com by itself, to a custom base URL only with
+#: ``CLAUDE_CODE_GATEWAY_HINT_HEADERS=1``, which `ccctl env --subagent` sets.
 REQUEST_CLASSES = frozenset({"main", "subagent", "workflow", "compaction", "auxiliary", "side_reply"})
 #: How status and summarize label a call whose request carried no request-class header.
 UNMARKED = "unmarked"
