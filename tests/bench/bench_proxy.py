@@ -44,6 +44,9 @@ from conftest import ZAI_KEY, Daemon, base_config, free_port, wait_port  # noqa:
 from fakeupstream import FakeUpstream  # noqa: E402
 
 SMOKE = os.environ.get("BENCH_SMOKE") == "1"
+# A subset for before/after comparisons while working on the hot path (then no Markdown is written).
+ALL_SECTIONS = ("latency", "streaming", "throughput", "scale", "memory", "own_work", "restart")
+SECTIONS = tuple(os.environ.get("BENCH_SECTIONS", ",".join(ALL_SECTIONS)).split(","))
 
 
 def knob(name: str, full: int, smoke: int) -> int:
@@ -131,6 +134,7 @@ class Bench:
     def variants(self) -> dict[str, Variant]:
         tls = ssl.create_default_context(cafile=str(self.daemon.ca_cert))
         d_port, d_rev = self.daemon.port, self.daemon.reverse_port
+        dpid, bpid = self.daemon.proc.pid, self.bare.pid  # type: ignore[union-attr]
         b_port, b_rev = self.bare_config["proxy"]["port"], self.bare_config["proxy"]["reverse_port"]
 
         def intercept(port: int) -> Target:
@@ -138,12 +142,14 @@ class Bench:
 
         found = [
             Variant("direct", Target("127.0.0.1", self.anthropic.port), HAIKU, "direct", "direct"),
-            Variant("bare reverse", Target("127.0.0.1", b_rev), HAIKU, "bare", "reverse"),
-            Variant("bare intercept (TLS)", intercept(b_port), HAIKU, "bare", "intercept"),
-            Variant("ccmitmd reverse, Haiku", Target("127.0.0.1", d_rev), HAIKU, "ccmitmd", "reverse"),
-            Variant("ccmitmd reverse, Sonnet", Target("127.0.0.1", d_rev), SONNET, "ccmitmd", "reverse"),
-            Variant("ccmitmd intercept, Haiku", intercept(d_port), HAIKU, "ccmitmd", "intercept"),
-            Variant("ccmitmd intercept, Sonnet", intercept(d_port), SONNET, "ccmitmd", "intercept"),
+            Variant("bare reverse", Target("127.0.0.1", b_rev), HAIKU, "bare", "reverse", bpid),
+            Variant("bare intercept (TLS)", intercept(b_port), HAIKU, "bare", "intercept", bpid),
+            Variant("ccmitmd reverse, Haiku", Target("127.0.0.1", d_rev), HAIKU, "ccmitmd", "reverse", dpid),
+            Variant(
+                "ccmitmd reverse, Sonnet", Target("127.0.0.1", d_rev), SONNET, "ccmitmd", "reverse", dpid
+            ),
+            Variant("ccmitmd intercept, Haiku", intercept(d_port), HAIKU, "ccmitmd", "intercept", dpid),
+            Variant("ccmitmd intercept, Sonnet", intercept(d_port), SONNET, "ccmitmd", "intercept", dpid),
         ]
         return {v.name: v for v in found}
 
@@ -190,47 +196,67 @@ async def run(bench: Bench) -> dict[str, Any]:
     results: dict[str, Any] = {}
 
     progress("1/5 per-request overhead")
-    results["latency"] = await sections.latency(list(v.values()), ROUNDS, BATCH, warmup=BATCH)
-    bench.forget()
+    if "latency" in SECTIONS:
+        results["latency"] = await sections.latency(list(v.values()), ROUNDS, BATCH, warmup=BATCH)
+        bench.forget()
     warm = {
         "ccmitmd": round(sections.rss_kib(daemon_pid) / 1024, 1),
         "bare": round(sections.rss_kib(bare_pid) / 1024, 1),
     }
 
     progress("2/5 streaming lag")
-    results["streaming"] = await sections.streaming(
-        pick(
-            "direct",
-            "bare reverse",
-            "ccmitmd reverse, Haiku",
-            "ccmitmd reverse, Sonnet",
-            "ccmitmd intercept, Haiku",
-        ),
-        STREAM_ROUNDS,
-        STREAM_EVENTS,
-        GAP_MS,
-    )
+    if "streaming" in SECTIONS:
+        results["streaming"] = await sections.streaming(
+            pick(
+                "direct",
+                "bare reverse",
+                "ccmitmd reverse, Haiku",
+                "ccmitmd reverse, Sonnet",
+                "ccmitmd intercept, Haiku",
+            ),
+            STREAM_ROUNDS,
+            STREAM_EVENTS,
+            GAP_MS,
+        )
     bench.forget()
 
     progress("3/5 throughput and scale")
-    results["throughput"] = await sections.throughput(
-        pick("bare reverse", "ccmitmd reverse, Haiku", "bare intercept (TLS)", "ccmitmd intercept, Haiku"),
-        TP_ROUNDS,
-        TP_CLIENTS,
-        TP_PER_CLIENT,
-    )
+    if "throughput" in SECTIONS:
+        results["throughput"] = await sections.throughput(
+            pick(
+                "bare reverse", "ccmitmd reverse, Haiku", "bare intercept (TLS)", "ccmitmd intercept, Haiku"
+            ),
+            TP_ROUNDS,
+            TP_CLIENTS,
+            TP_PER_CLIENT,
+        )
     bench.forget()
-    results["scale"] = await sections.scale(
-        pick("direct", "bare reverse", "ccmitmd reverse, Haiku"),
-        (1, 8, 32),
-        SCALE_STREAMS,
-        20,
-        2.0,
-        2 if not SMOKE else 1,
-    )
+    if "scale" in SECTIONS:
+        results["scale"] = await sections.scale(
+            pick("direct", "bare reverse", "ccmitmd reverse, Haiku"),
+            (1, 8, 32),
+            SCALE_STREAMS,
+            20,
+            2.0,
+            2 if not SMOKE else 1,
+        )
     bench.forget()
 
-    progress("4/5 memory")
+    if "memory" in SECTIONS:
+        progress("4/5 memory")
+        results["memory"] = await memory(bench, v, daemon_pid, bare_pid, warm)
+    if "own_work" in SECTIONS:
+        progress("5/5 the daemon's own work")
+        results["own_work"] = await own_work(bench, v)
+    if "restart" in SECTIONS:
+        progress("restart after kill -9")
+        results["restart"] = await restart_after_kill(bench)
+    return results
+
+
+async def memory(
+    bench: Bench, v: dict[str, Variant], daemon_pid: int, bare_pid: int, warm: dict[str, float]
+) -> dict[str, Any]:
     soak = await sections.soak(
         v["ccmitmd reverse, Haiku"], v["ccmitmd intercept, Haiku"], daemon_pid, SOAK, TP_CLIENTS
     )
@@ -248,10 +274,11 @@ async def run(bench: Bench) -> dict[str, Any]:
         open_streams[who] = await sections.open_streams(variant, pid, OPEN_STREAMS, release)
         bench.zai.reset()
         bench.anthropic.reset()
-    results["memory"] = {"warm_mib": warm, "soak": soak, "open_streams": open_streams}
+    return {"warm_mib": warm, "soak": soak, "open_streams": open_streams}
 
-    progress("5/5 the daemon's own work")
-    results["own_work"] = {
+
+async def own_work(bench: Bench, v: dict[str, Variant]) -> dict[str, Any]:
+    return {
         "addon": inproc.addon_per_call(
             bench.daemon.config_path, 300 if SMOKE else 3000, {"ZAI_API_KEY": ZAI_KEY}
         ),
@@ -266,9 +293,6 @@ async def run(bench: Bench) -> dict[str, Any]:
             0.4,
         ),
     }
-    progress("restart after kill -9")
-    results["restart"] = await restart_after_kill(bench)
-    return results
 
 
 def main() -> None:
@@ -289,6 +313,11 @@ def main() -> None:
     info["loadavg_end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     info["elapsed_s"] = round(time.perf_counter() - started)
     results = {"machine": info, **results}
+    if SECTIONS != ALL_SECTIONS:
+        partial = out_dir / "performance-partial.json"
+        partial.write_text(json.dumps(results, indent=2) + "\n")
+        progress(f"partial run ({', '.join(SECTIONS)}): wrote {partial} only")
+        return
     (out_dir / "performance.json").write_text(json.dumps(results, indent=2) + "\n")
     doc = out_dir / "PERFORMANCE.md"
     existing = doc.read_text() if doc.exists() else None
