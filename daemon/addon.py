@@ -281,7 +281,7 @@ class Router:
         # credentials, and the lane key last, so a failure part-way never sends a key astray.
         query = request.path.partition("?")[1:]
         request.scheme = lane.scheme
-        request.host = lane.host
+        request.data.host = lane.host  # the port setter below updates Host/:authority for both
         request.port = lane.port
         if lane.prefix:
             request.path = lane.prefix + request.path.split("?", 1)[0] + "".join(query)
