@@ -18,6 +18,7 @@ import copy
 import json
 import os
 import platform
+import shutil
 import signal
 import ssl
 import subprocess
@@ -53,8 +54,8 @@ def knob(name: str, full: int, smoke: int) -> int:
     return int(os.environ.get(name, smoke if SMOKE else full))
 
 
-ROUNDS = knob("BENCH_ROUNDS", 12, 1)
-BATCH = knob("BENCH_BATCH", 40, 5)
+ROUNDS = knob("BENCH_ROUNDS", 24, 1)
+BATCH = knob("BENCH_BATCH", 20, 5)
 STREAM_ROUNDS = knob("BENCH_STREAM_ROUNDS", 8, 1)
 STREAM_EVENTS = 40
 GAP_MS = 5.0
@@ -310,6 +311,7 @@ def main() -> None:
         results = asyncio.run(run(bench))
     finally:
         bench.stop()
+        shutil.rmtree(root, ignore_errors=True)
     info["loadavg_end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     info["elapsed_s"] = round(time.perf_counter() - started)
     results = {"machine": info, **results}

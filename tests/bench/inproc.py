@@ -80,7 +80,13 @@ def addon_per_call(config_path: Path, calls: int, env: dict[str, str]) -> dict[s
                     content=_request_body(model, False),
                 )
             )
-            response = tutils.tresp(content=b"", headers=[(b"content-type", b"application/json")])
+            response = tutils.tresp(
+                content=b"",
+                headers=[
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(reply)).encode()),
+                ],
+            )
             start = time.perf_counter_ns()
             router.requestheaders(flow)
             router.request(flow)

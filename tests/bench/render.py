@@ -90,12 +90,21 @@ def render(results: dict[str, Any], existing: str | None) -> str:
         "",
         "## 1. Per-request overhead (small non-streamed calls, keep-alive)",
         "",
-        f"{lat['rounds']} rounds x {lat['batch']} calls per variant per round.",
+        f"{lat['rounds']} rounds x {lat['batch']} calls per variant per round. *Proxy CPU* is the proxy "
+        "process's CPU time (all threads, from /proc/<pid>/task/*/schedstat) per call: steadier than wall "
+        "time on a shared machine.",
         "",
         _table(
-            ["variant", "p50 ms", "p95 ms", "max ms", "calls"],
+            ["variant", "p50 ms", "p95 ms", "max ms", "calls", "proxy CPU µs per call"],
             [
-                [name, f"{v['p50_ms']:.3f}", f"{v['p95_ms']:.3f}", f"{v['max_ms']:.2f}", v["n"]]
+                [
+                    name,
+                    f"{v['p50_ms']:.3f}",
+                    f"{v['p95_ms']:.3f}",
+                    f"{v['max_ms']:.2f}",
+                    v["n"],
+                    v["proxy_cpu_us"] if v["proxy_cpu_us"] is not None else "",
+                ]
                 for name, v in lat["variants"].items()
             ],
         ),
@@ -104,7 +113,9 @@ def render(results: dict[str, Any], existing: str | None) -> str:
             [
                 "ccmitmd variant",
                 "/bare p50",
+                "/bare p50, paired by round",
                 "/bare p95",
+                "/bare proxy CPU per call",
                 "/direct p50",
                 "/direct p95",
                 "added vs bare (p50)",
@@ -113,7 +124,9 @@ def render(results: dict[str, Any], existing: str | None) -> str:
                 [
                     r["variant"],
                     f"{r['vs_bare_p50']:.2f}",
+                    f"{r['vs_bare_p50_paired']:.2f}",
                     f"{r['vs_bare_p95']:.2f}",
+                    f"{r['cpu_vs_bare']:.2f}",
                     f"{r['vs_direct_p50']:.2f}",
                     f"{r['vs_direct_p95']:.2f}",
                     f"{r['added_vs_bare_p50_ms'] * 1000:.0f} µs",
