@@ -94,7 +94,7 @@ _LINES_PER_WRITE = 64
 
 
 class UsageLog:
-    """The one writer of usage.jsonl: a queue and a thread that owns the file."""
+    """The one writer of usage.jsonl: a deque of pending lines and actions, a thread that owns the file."""
 
     def __init__(self, directory: Path, rotate_bytes: int, keep: int, daily: bool = True):
         self.file = RotatingAppendFile(directory / USAGE_FILE, rotate_bytes, keep, daily)
