@@ -52,7 +52,7 @@ verify-routing: install ## routing and header-hygiene audit of the usage log; ex
 bundle: install ## write a review bundle (dir + .tgz) into bundle.dir now
 	$(BIN)/ccctl bundle $(ARGS)
 
-bench: install ## measure what the proxy costs per call (prints; not a test)
+bench: install ## benchmark ccmitmd vs bare mitmproxy vs direct; rewrites docs/PERFORMANCE.md + docs/performance.json (not a test)
 	$(BIN)/python tests/bench/bench_proxy.py
 
 docs: install ## regenerate docs/CONFIG.md from the config model (a test checks it is current)

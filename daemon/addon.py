@@ -37,6 +37,37 @@ CLIENT_CREDENTIAL_HEADERS = ("x-api-key", "authorization")
 DROPPED_ON_KEYED_LANES = ("anthropic-beta", "cookie", "proxy-authorization")
 # Refusals worth one retry on the default lane: the lane is busy, broken, or has a bad key.
 FAILOVER_KINDS = frozenset({RATE_LIMIT, SERVER, AUTH})
+# Non-SSE replies up to this size (by content-length) are read whole instead of streamed.
+BUFFERED_REPLY_BYTES = 1024 * 1024
+# The same names as raw header bytes, for one pass over the fields instead of a pop per name.
+_STRIPPED_ON_KEYED_LANES = frozenset(
+    name.encode() for name in CLIENT_CREDENTIAL_HEADERS + DROPPED_ON_KEYED_LANES
+)
+
+
+@dataclass(frozen=True)
+class OriginalRequest:
+    """The client's request as it arrived, kept for a possible failover. Only references: header
+    fields are an immutable tuple and the body immutable bytes, so keeping them costs nothing
+    (``Request.copy()`` cost more than all of the routing on every offloaded call)."""
+
+    method: str
+    path: str
+    header_fields: tuple[tuple[bytes, bytes], ...]
+    raw_content: bytes | None
+
+    @classmethod
+    def of(cls, request: http.Request) -> OriginalRequest:
+        return cls(request.method, request.path, request.headers.fields, request.raw_content)
+
+    def rebuild(self, template: http.Request) -> http.Request:
+        """A Request that is this one again (made only when a failover actually happens)."""
+        request = template.copy()
+        request.method = self.method
+        request.path = self.path
+        request.headers = http.Headers(self.header_fields)
+        request.raw_content = self.raw_content
+        return request
 
 
 @dataclass
@@ -49,10 +80,11 @@ class FlowState:
     stream_requested: bool
     started: float
     permit: Permit | None = None  # the breaker's permit for a keyed lane
-    original: http.Request | None = None  # the client's request, kept for a possible failover
+    original: OriginalRequest | None = None  # the client's request, kept for a possible failover
     first_byte: float | None = None
     last_byte: float | None = None
     reader: UsageReader | None = None
+    buffered: bool = False  # a small non-SSE reply mitmproxy reads whole (not streamed through the tap)
     failing_over: bool = False
     outcome_recorded: bool = False
     thinking_stripped: int | None = None
@@ -156,8 +188,16 @@ class Router:
                 # the default lane's answer; see response().
                 state.failing_over = True
                 return
-        reader = UsageReader(response.headers.get("content-type"), response.headers.get("content-encoding"))
+        headers = response.headers
+        reader = UsageReader(headers.get("content-type"), headers.get("content-encoding"))
         state.reader = reader
+        length = headers.get("content-length", "")
+        if not reader.is_sse and length.isdigit() and int(length) <= BUFFERED_REPLY_BYTES:
+            # A small whole reply (JSON): let mitmproxy read it in one piece and read its usage in
+            # response(). Streaming it would only add mitmproxy's per-chunk work to every call.
+            state.first_byte = state.last_byte = time.time()
+            state.buffered = True
+            return
 
         def tap(chunk: bytes) -> bytes:
             if chunk:
@@ -168,7 +208,7 @@ class Router:
             reader.feed(chunk)
             return chunk
 
-        # Streaming every routed response keeps SSE event-by-event and costs nothing for JSON.
+        # Streamed: SSE event by event, and any reply too large (or of unknown length) to hold.
         response.stream = tap
 
     async def response(self, flow: http.HTTPFlow) -> None:
@@ -176,6 +216,9 @@ class Router:
         if state is not None and state.failing_over and not state.logged:
             await self._failover(flow, state)
             return
+        if state is not None and state.buffered and state.reader is not None and flow.response is not None:
+            state.reader.feed(flow.response.raw_content or b"")  # see responseheaders()
+            state.last_byte = time.time()
         self._finish(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
@@ -222,7 +265,7 @@ class Router:
             permit=permit,
         )
         if lane.keyed and snapshot.config.breaker.failover:
-            state.original = request.copy()
+            state.original = OriginalRequest.of(request)
         if not lane.keyed and facts.is_messages and isinstance(body, dict):
             stripped = strip_foreign_thinking(body, self.runtime.foreign_signatures.is_foreign)
             if stripped.changed:
@@ -238,13 +281,13 @@ class Router:
         # credentials, and the lane key last, so a failure part-way never sends a key astray.
         query = request.path.partition("?")[1:]
         request.scheme = lane.scheme
-        request.host = lane.host
+        request.data.host = lane.host  # the port setter below updates Host/:authority for both
         request.port = lane.port
         if lane.prefix:
             request.path = lane.prefix + request.path.split("?", 1)[0] + "".join(query)
         if lane.keyed:
-            for name in CLIENT_CREDENTIAL_HEADERS + DROPPED_ON_KEYED_LANES:
-                request.headers.pop(name, None)
+            headers = request.headers
+            headers.fields = tuple(f for f in headers.fields if f[0].lower() not in _STRIPPED_ON_KEYED_LANES)
         if route.upstream_model is not None and isinstance(body, dict):
             body["model"] = route.upstream_model
             request.content = _serialise(body)
@@ -297,7 +340,7 @@ class Router:
             thinking_stripped=state.thinking_stripped,
         )
         self.in_flight += 1
-        original = state.original
+        original = state.original.rebuild(flow.request)
         body = _parse_body(original)
         foreign = self.runtime.foreign_signatures.is_foreign
         if isinstance(body, dict) and strip_foreign_thinking(body, foreign).changed:

@@ -16,6 +16,10 @@ Scripted answers: ``fake.script = fn`` where ``fn(received) -> Reply | None`` pi
 the content blocks and stop reason of a Messages answer (``Reply.text(...)``,
 ``Reply.tool_use(...)``), JSON or SSE alike; ``None`` (or no script) keeps the default answer.
 Behaviours still apply to a scripted stream.
+
+For the benchmarks, a streamed request may carry ``x-fake-events: N`` (and ``x-fake-gap-ms: G``):
+its text deltas are then N events, G ms apart, each one's text the sender's ``time.monotonic_ns()``
+at the moment it is written, so a client in the same process can measure each event's lag.
 """
 
 from __future__ import annotations
@@ -275,7 +279,9 @@ class FakeUpstream:
                 message.update(content=list(reply.content), stop_reason=reply.stop_reason)
             await self._send_json(writer, 200, message)
             return True
-        return await self._send_sse(writer, model, behaviour, reply)
+        timed = int(request.header("x-fake-events") or 0)
+        gap_s = float(request.header("x-fake-gap-ms") or 0) / 1000
+        return await self._send_sse(writer, model, behaviour, reply, timed, gap_s)
 
     def _message(self, model: Any) -> dict[str, Any]:
         return {
@@ -372,7 +378,13 @@ class FakeUpstream:
         return [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events]
 
     async def _send_sse(
-        self, writer: asyncio.StreamWriter, model: Any, behaviour: str, reply: Reply | None = None
+        self,
+        writer: asyncio.StreamWriter,
+        model: Any,
+        behaviour: str,
+        reply: Reply | None = None,
+        timed: int = 0,
+        gap_s: float = 0.0,
     ) -> bool:
         headers = {
             "content-type": "text/event-stream; charset=utf-8",
@@ -381,6 +393,9 @@ class FakeUpstream:
         }
         writer.write(self._head(200, headers))
         events = self.events(model) if reply is None else self.scripted_events(model, reply)
+        if timed:  # the text deltas become `timed` stamped ones (see the module docstring)
+            stamp = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"@T@"}}\n\n'
+            events = events[:3] + [stamp] * timed + events[7:]
 
         async def chunk(data: bytes) -> None:
             writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
@@ -399,6 +414,10 @@ class FakeUpstream:
                     await asyncio.sleep(0.05)
                 writer.transport.abort()
                 return False
+            if timed and event is stamp:
+                if gap_s:
+                    await asyncio.sleep(gap_s)
+                event = event.replace(b"@T@", str(time.monotonic_ns()).encode())
             if behaviour == "slow":
                 await chunk(event[:7])
                 await asyncio.sleep(0.01)

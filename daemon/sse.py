@@ -40,6 +40,7 @@ _INTERESTING_EVENTS = frozenset(
     }
 )
 _THINKING_TYPES = frozenset({"thinking", "redacted_thinking"})
+_TEXT_DELTA_START = b"event: content_block_delta\n"
 _MAX_EVENT_BYTES = 256 * 1024  # usage events are small; a huge event is content, not usage
 _MAX_JSON_BYTES = 8 * 1024 * 1024  # a non-streamed reply larger than this is not parsed for usage
 # Bounds on what a single response may make us keep for signatures (a hostile stream could send
@@ -158,6 +159,11 @@ class UsageReader:
         buffer = self._line_buffer + data if self._line_buffer else data
         start = 0
         while True:
+            if self._event_name is None and not self._event_data and not self._event_size:
+                skipped = self._skip_text_delta(buffer, start)
+                if skipped:
+                    start = skipped
+                    continue
             end = buffer.find(b"\n", start)
             if end < 0:
                 break
@@ -169,6 +175,24 @@ class UsageReader:
             self._event_data.clear()
             self._event_size = _MAX_EVENT_BYTES + 1
         self._line_buffer = rest
+
+    def _skip_text_delta(self, buffer: bytes, start: int) -> int:
+        """The bulk of every stream, passed over whole: a complete ``content_block_delta`` event at
+        ``start`` that the line parser would count and then ignore (no signature, no second
+        ``event:`` line, no CR to normalise). Returns where the next event starts, or 0."""
+        if not buffer.startswith(_TEXT_DELTA_START, start):
+            return 0
+        end = buffer.find(b"\n\n", start)
+        if (
+            end < 0
+            or end - start > _MAX_EVENT_BYTES
+            or buffer.find(b"signature_delta", start, end) >= 0
+            or buffer.find(b"\r", start, end) >= 0
+            or buffer.find(b"\nevent:", start, end) >= 0
+        ):
+            return 0
+        self.usage.events += 1
+        return end + 2
 
     def _line(self, line: bytes) -> None:
         if line.endswith(b"\r"):

@@ -8,12 +8,15 @@ file, in order.
 
 from __future__ import annotations
 
+import collections
+import functools
 import json
 import logging
 import queue
 import threading
+import time
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +34,24 @@ def clean_text(value: Any, limit: int = _MAX_TEXT) -> str | None:
     client could put a key in a model name, an upstream could echo one in an error), bounded."""
     if value is None:
         return None
-    text = str(value)[: limit * 4]
-    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    text = str(value)
+    if len(text) <= _CACHED_TEXT:
+        # Every call writes the same few models, paths, rules and session ids: clean each once.
+        return _clean_cached(text, limit)
+    return _clean(text, limit)
+
+
+_CACHED_TEXT = 256
+
+
+def _clean(text: str, limit: int) -> str:
+    text = text[: limit * 4]
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() else " " for ch in text)
     return redact_text(text)[:limit]
+
+
+_clean_cached = functools.lru_cache(maxsize=4096)(_clean)
 
 
 #: Claude Code's own request classes (``x-claude-code-request-class``, Claude Code 2.1.x). It sends
@@ -87,18 +105,25 @@ class UsageRecord:
     agent_type: str | None = None  # Claude Code's x-claude-code-agent-type (e.g. "custom")
 
     def to_line(self) -> bytes:
-        return (json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+        # vars(), not asdict(): every field is a plain value, and asdict's deep copy cost more
+        # than the JSON encoding (the writer thread shares the GIL with the proxy's loop).
+        return (json.dumps(vars(self), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
 
 
 _STOP = object()
+BATCH_WAIT_S = 0.02  # how long a line may wait for others to share its write (bounds the delay)
+_LINES_PER_WRITE = 64
 
 
 class UsageLog:
-    """The one writer of usage.jsonl: a queue and a thread that owns the file."""
+    """The one writer of usage.jsonl: a deque of pending lines and actions, a thread that owns the file."""
 
     def __init__(self, directory: Path, rotate_bytes: int, keep: int, daily: bool = True):
         self.file = RotatingAppendFile(directory / USAGE_FILE, rotate_bytes, keep, daily)
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Records and actions wait in order in a deque; the queue only wakes an idle writer.
+        self._pending: collections.deque[Any] = collections.deque()
+        self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._signalled = False
         self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
         self.lines_written = 0
         self.write_errors = 0
@@ -111,11 +136,17 @@ class UsageLog:
         self._thread.start()
 
     def write(self, record: UsageRecord) -> None:
-        self._queue.put(record)
+        self._submit(record)
+
+    def _submit(self, item: Any) -> None:
+        self._pending.append(item)
+        if not self._signalled:
+            self._signalled = True
+            self._wake.put(None)
 
     def _call(self, action: str) -> Future[Any]:
         future: Future[Any] = Future()
-        self._queue.put((action, future))
+        self._submit((action, future))
         return future
 
     def rotate(self) -> Future[Path | None]:
@@ -130,39 +161,68 @@ class UsageLog:
     def move_to(self, directory: Path) -> Future[None]:
         """Write to ``<directory>/usage.jsonl`` from the next queued line on (a changed logs.dir)."""
         future: Future[None] = Future()
-        self._queue.put(("move", future, directory / USAGE_FILE))
+        self._submit(("move", future, directory / USAGE_FILE))
         return future
 
     def close(self, timeout: float = 10.0) -> None:
-        self._queue.put(_STOP)
+        self._submit(_STOP)
         self._thread.join(timeout)
         self.file.close()
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
+            self._wake.get()  # idle: blocked until an item arrives
+            # Busy: drain every BATCH_WAIT_S without being woken, so a call costs the proxy's
+            # loop a deque append, not a cross-thread wake-up and a fight for the GIL; a burst of
+            # calls becomes one write.
+            while True:
+                time.sleep(BATCH_WAIT_S)
+                if self._drain():
+                    return
+                if not self._pending:
+                    self._signalled = False  # from here on the next item wakes us again
+                    if not self._pending:  # (one that came in just before is drained first)
+                        break
+
+    def _drain(self) -> bool:
+        """Write and act on everything pending, in order. True when told to stop."""
+        lines: list[bytes] = []
+        while self._pending:
+            item = self._pending.popleft()
             if isinstance(item, UsageRecord):
-                try:
-                    self.file.write(item.to_line())
-                    self.lines_written += 1
-                except OSError as exc:
-                    self.write_errors += 1
-                    log.error("usage log write failed: %s", exc)
+                lines.append(item.to_line())
                 continue
-            action, future, *args = item
+            self._write_lines(lines)  # in order: lines before an action stay before it
+            lines = []
+            if item is _STOP:
+                return True
+            self._act(*item)
+        self._write_lines(lines)
+        return False
+
+    def _write_lines(self, lines: list[bytes]) -> None:
+        # Whole lines only, a bounded number per write, so size rotation stays close to its limit.
+        for start in range(0, len(lines), _LINES_PER_WRITE):
+            chunk = lines[start : start + _LINES_PER_WRITE]
             try:
-                if action == "move":
-                    future.set_result(self.file.move_to(*args))
-                elif action == "rotate":
-                    future.set_result(self.file.rotate())
-                elif action == "rotate_if_due":
-                    future.set_result(self.file.rotate_if_due())
-                elif action == "reopen":
-                    future.set_result(self.file.reopen())
-                else:
-                    future.set_result(None)
-            except Exception as exc:
-                log.error("usage log %s failed: %s", action, exc)
-                future.set_exception(exc)
+                self.file.write(b"".join(chunk))
+                self.lines_written += len(chunk)
+            except OSError as exc:
+                self.write_errors += len(chunk)
+                log.error("usage log write failed: %s", exc)
+
+    def _act(self, action: str, future: Future[Any], *args: Any) -> None:
+        try:
+            if action == "move":
+                future.set_result(self.file.move_to(*args))
+            elif action == "rotate":
+                future.set_result(self.file.rotate())
+            elif action == "rotate_if_due":
+                future.set_result(self.file.rotate_if_due())
+            elif action == "reopen":
+                future.set_result(self.file.reopen())
+            else:
+                future.set_result(None)
+        except Exception as exc:
+            log.error("usage log %s failed: %s", action, exc)
+            future.set_exception(exc)

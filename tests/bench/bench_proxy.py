@@ -1,155 +1,331 @@
-"""`make bench`: what ccmitm costs per call, and how fast it comes back. Not a test: it prints.
+"""`make bench`: what ccmitm costs, side by side with a bare mitmproxy and a direct call.
 
-Everything runs on loopback against the fake upstreams of the test suite, with the real daemon:
+Not a test: it measures and writes docs/PERFORMANCE.md and docs/performance.json. Everything runs
+on loopback: the fake upstreams live in this process (so stream stamps and arrivals share one
+clock), ccmitmd and the bare mitmproxy baseline (bare_mitmproxy.py) are subprocesses built from the
+same config file. Sections: 1 per-request overhead, 2 per-event streaming lag, 3 throughput and
+scale, 4 memory, 5 the daemon's own work (addon, SSE tap, usage writer, a reload storm), and the
+restart after kill -9.
 
-- per-call latency (p50/p95) of a small non-streamed call: direct to the fake upstream, through
-  the reverse listener (plain HTTP), through the intercepting listener (TLS with ccmitm's CA);
-- time to first event of a stream, direct vs through ccmitm;
-- throughput with concurrent clients through the reverse listener;
-- restart after kill -9: how long until the restarted daemon serves a call.
+Knobs (environment): BENCH_SMOKE=1 (a few samples of everything, for the smoke test),
+BENCH_ROUNDS, BENCH_BATCH, BENCH_SOAK, BENCH_OUT (output directory, default docs/).
 """
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import json
 import os
+import platform
+import shutil
 import signal
 import ssl
-import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
-
-import httpx
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+ROOT = HERE.parent.parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+import inproc  # noqa: E402
+import mitmproxy.version  # noqa: E402
+import render  # noqa: E402
+import sections  # noqa: E402
+import yaml  # noqa: E402
+from rawhttp import Connection, Target  # noqa: E402
+from sections import HAIKU, SONNET, Variant  # noqa: E402
 
 from ccmitm.fakeupstream import FakeUpstream  # noqa: E402
 
-from conftest import CLIENT_API_KEY, Daemon, base_config  # noqa: E402
+from conftest import ZAI_KEY, Daemon, base_config, free_port, wait_port  # noqa: E402
 
-CALLS = int(os.environ.get("BENCH_CALLS", "300"))
-BODY = {"model": "claude-haiku-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+SMOKE = os.environ.get("BENCH_SMOKE") == "1"
+# A subset for before/after comparisons while working on the hot path (then no Markdown is written).
+ALL_SECTIONS = ("latency", "streaming", "throughput", "scale", "memory", "own_work", "restart")
+SECTIONS = tuple(os.environ.get("BENCH_SECTIONS", ",".join(ALL_SECTIONS)).split(","))
 
 
-def latencies(client: httpx.Client, url: str, calls: int, body: dict) -> list[float]:
-    samples = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        response = client.post(url, json=body, headers={"x-api-key": CLIENT_API_KEY})
-        response.read()
-        samples.append((time.perf_counter() - start) * 1000)
-        assert response.status_code == 200, response.status_code
-    return samples[calls // 10 :]  # drop warm-up
+def knob(name: str, full: int, smoke: int) -> int:
+    return int(os.environ.get(name, smoke if SMOKE else full))
 
 
-def first_event_ms(client: httpx.Client, url: str, calls: int) -> list[float]:
-    samples = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        with client.stream(
-            "POST", url, json={**BODY, "stream": True}, headers={"x-api-key": CLIENT_API_KEY}
-        ) as r:
-            first = True
-            for _line in r.iter_lines():  # read it all, so the connection is reused
-                if first:
-                    samples.append((time.perf_counter() - start) * 1000)
-                    first = False
-    return samples[calls // 10 :]
+ROUNDS = knob("BENCH_ROUNDS", 24, 1)
+BATCH = knob("BENCH_BATCH", 20, 5)
+STREAM_ROUNDS = knob("BENCH_STREAM_ROUNDS", 8, 1)
+STREAM_EVENTS = 40
+GAP_MS = 5.0
+TP_ROUNDS = knob("BENCH_TP_ROUNDS", 4, 1)
+TP_CLIENTS = 24
+TP_PER_CLIENT = knob("BENCH_TP_PER_CLIENT", 17, 2)
+SCALE_STREAMS = knob("BENCH_SCALE_STREAMS", 64, 32)
+SOAK = knob("BENCH_SOAK", 10000, 200)
+OPEN_STREAMS = knob("BENCH_OPEN_STREAMS", 100, 10)
+RELOAD_ROUNDS = knob("BENCH_RELOAD_ROUNDS", 3, 1)
+RELOAD_PHASE_S = 2.0 if not SMOKE else 0.5
 
 
-def throughput(url: str, clients: int, seconds: float) -> float:
-    done = 0
-    lock = threading.Lock()
-    deadline = time.monotonic() + seconds
-
-    def worker() -> None:
-        nonlocal done
-        with httpx.Client(timeout=30) as client:
-            while time.monotonic() < deadline:
-                client.post(url, json=BODY, headers={"x-api-key": CLIENT_API_KEY}).read()
-                with lock:
-                    done += 1
-
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return done / seconds
+def machine() -> dict[str, Any]:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "nproc": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "mitmproxy": mitmproxy.version.VERSION,
+        "platform": platform.platform(),
+        "loadavg_start": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+        "smoke": SMOKE,
+    }
 
 
-def row(name: str, samples: list[float]) -> str:
-    return f"  {name:<42} p50 {statistics.median(samples):7.2f} ms   p95 {percentile(samples, 0.95):7.2f} ms"
+class Bench:
+    """The processes under test and the ways to reach them."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.anthropic = FakeUpstream("anthropic").start()
+        self.zai = FakeUpstream("zai").start()
+        config = base_config(root, self.anthropic, self.zai)
+        self.daemon = Daemon(root / "ccmitmd", config, env={})
+        bare_config = copy.deepcopy(config)
+        bare_config["proxy"].update(port=free_port(), reverse_port=free_port())
+        self.bare_config_path = root / "bare.yaml"
+        self.bare_config_path.write_text(yaml.safe_dump(bare_config, sort_keys=False))
+        self.bare_config = bare_config
+        self.bare: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.daemon.start()  # first: it creates the CA both share (same confdir)
+        self.bare = subprocess.Popen(
+            [sys.executable, str(HERE / "bare_mitmproxy.py"), str(self.bare_config_path), self.anthropic.url],
+            env={**self.daemon.env(), "ZAI_API_KEY": ZAI_KEY},
+            stdout=subprocess.PIPE,
+            stderr=open(self.root / "bare.stderr", "wb"),  # noqa: SIM115 - owned by the process
+        )
+        assert self.bare.stdout is not None
+        if self.bare.stdout.readline().strip() != b"ready":
+            raise RuntimeError((self.root / "bare.stderr").read_text())
+        wait_port(self.bare_config["proxy"]["reverse_port"])
+
+    def stop(self) -> None:
+        if self.bare is not None and self.bare.poll() is None:
+            self.bare.send_signal(signal.SIGTERM)
+            try:
+                self.bare.wait(20)
+            except subprocess.TimeoutExpired:
+                self.bare.kill()
+        self.daemon.stop()
+        self.anthropic.stop()
+        self.zai.stop()
+
+    def forget(self) -> None:
+        """The fakes record every request; a long run does not need them."""
+        self.anthropic.received.clear()
+        self.zai.received.clear()
+
+    def variants(self) -> dict[str, Variant]:
+        tls = ssl.create_default_context(cafile=str(self.daemon.ca_cert))
+        d_port, d_rev = self.daemon.port, self.daemon.reverse_port
+        dpid, bpid = self.daemon.proc.pid, self.bare.pid  # type: ignore[union-attr]
+        b_port, b_rev = self.bare_config["proxy"]["port"], self.bare_config["proxy"]["reverse_port"]
+
+        def intercept(port: int) -> Target:
+            return Target("api.anthropic.com", 443, proxy=("127.0.0.1", port), tls=tls)
+
+        found = [
+            Variant("direct", Target("127.0.0.1", self.anthropic.port), HAIKU, "direct", "direct"),
+            Variant("bare reverse", Target("127.0.0.1", b_rev), HAIKU, "bare", "reverse", bpid),
+            Variant("bare intercept (TLS)", intercept(b_port), HAIKU, "bare", "intercept", bpid),
+            Variant("ccmitmd reverse, Haiku", Target("127.0.0.1", d_rev), HAIKU, "ccmitmd", "reverse", dpid),
+            Variant(
+                "ccmitmd reverse, Sonnet", Target("127.0.0.1", d_rev), SONNET, "ccmitmd", "reverse", dpid
+            ),
+            Variant("ccmitmd intercept, Haiku", intercept(d_port), HAIKU, "ccmitmd", "intercept", dpid),
+            Variant("ccmitmd intercept, Sonnet", intercept(d_port), SONNET, "ccmitmd", "intercept", dpid),
+        ]
+        return {v.name: v for v in found}
+
+    def touch_config(self) -> None:
+        # A real edit each time (a changing comment), written in place like an editor's save.
+        text = yaml.safe_dump(self.daemon.config, sort_keys=False)
+        self.daemon.config_path.write_text(f"# bench {time.monotonic_ns()}\n{text}")
+
+    def reloads_seen(self) -> int:
+        return self.daemon.stderr().count("config reloaded")
+
+
+async def restart_after_kill(bench: Bench) -> dict[str, Any]:
+    assert bench.daemon.proc is not None
+    bench.daemon.proc.send_signal(signal.SIGKILL)
+    bench.daemon.proc.wait()
+    start = time.perf_counter()
+    bench.daemon.start(wait=False)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        conn = Connection(Target("127.0.0.1", bench.daemon.reverse_port))
+        try:
+            status, _ = await conn.post("/v1/messages", sections.body(HAIKU), sections.HEADERS)
+            if status == 200:
+                break
+        except (OSError, asyncio.IncompleteReadError):
+            await asyncio.sleep(0.02)
+        finally:
+            await conn.close()
+    first = (time.perf_counter() - start) * 1000
+    bench.daemon.wait_ready()
+    return {"first_call_ms": round(first)}
+
+
+def progress(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+async def run(bench: Bench) -> dict[str, Any]:
+    v = bench.variants()
+    pick = lambda *names: [v[n] for n in names]  # noqa: E731
+    daemon_pid = bench.daemon.proc.pid  # type: ignore[union-attr]
+    bare_pid = bench.bare.pid  # type: ignore[union-attr]
+    results: dict[str, Any] = {}
+
+    progress("1/5 per-request overhead")
+    if "latency" in SECTIONS:
+        results["latency"] = await sections.latency(list(v.values()), ROUNDS, BATCH, warmup=BATCH)
+        bench.forget()
+    warm = {
+        "ccmitmd": round(sections.rss_kib(daemon_pid) / 1024, 1),
+        "bare": round(sections.rss_kib(bare_pid) / 1024, 1),
+    }
+
+    progress("2/5 streaming lag")
+    if "streaming" in SECTIONS:
+        results["streaming"] = await sections.streaming(
+            pick(
+                "direct",
+                "bare reverse",
+                "ccmitmd reverse, Haiku",
+                "ccmitmd reverse, Sonnet",
+                "ccmitmd intercept, Haiku",
+            ),
+            STREAM_ROUNDS,
+            STREAM_EVENTS,
+            GAP_MS,
+        )
+    bench.forget()
+
+    progress("3/5 throughput and scale")
+    if "throughput" in SECTIONS:
+        results["throughput"] = await sections.throughput(
+            pick(
+                "bare reverse", "ccmitmd reverse, Haiku", "bare intercept (TLS)", "ccmitmd intercept, Haiku"
+            ),
+            TP_ROUNDS,
+            TP_CLIENTS,
+            TP_PER_CLIENT,
+        )
+    bench.forget()
+    if "scale" in SECTIONS:
+        results["scale"] = await sections.scale(
+            pick("direct", "bare reverse", "ccmitmd reverse, Haiku"),
+            (1, 8, 32),
+            SCALE_STREAMS,
+            20,
+            2.0,
+            2 if not SMOKE else 1,
+        )
+    bench.forget()
+
+    if "memory" in SECTIONS:
+        progress("4/5 memory")
+        results["memory"] = await memory(bench, v, daemon_pid, bare_pid, warm)
+    if "own_work" in SECTIONS:
+        progress("5/5 the daemon's own work")
+        results["own_work"] = await own_work(bench, v)
+    if "restart" in SECTIONS:
+        progress("restart after kill -9")
+        results["restart"] = await restart_after_kill(bench)
+    return results
+
+
+async def memory(
+    bench: Bench, v: dict[str, Variant], daemon_pid: int, bare_pid: int, warm: dict[str, float]
+) -> dict[str, Any]:
+    soak = await sections.soak(
+        v["ccmitmd reverse, Haiku"], v["ccmitmd intercept, Haiku"], daemon_pid, SOAK, TP_CLIENTS
+    )
+    bench.forget()
+
+    def release() -> None:
+        bench.zai.release()
+        bench.anthropic.release()
+
+    open_streams = {}
+    for who, variant, pid in (
+        ("ccmitmd", v["ccmitmd reverse, Haiku"], daemon_pid),
+        ("bare", v["bare reverse"], bare_pid),
+    ):
+        open_streams[who] = await sections.open_streams(variant, pid, OPEN_STREAMS, release)
+        bench.zai.reset()
+        bench.anthropic.reset()
+    return {"warm_mib": warm, "soak": soak, "open_streams": open_streams}
+
+
+async def own_work(bench: Bench, v: dict[str, Variant]) -> dict[str, Any]:
+    return {
+        "addon": inproc.addon_per_call(
+            bench.daemon.config_path, 300 if SMOKE else 3000, {"ZAI_API_KEY": ZAI_KEY}
+        ),
+        "tap": inproc.tap(2000, 2 if SMOKE else 10),
+        "usage_writer": inproc.usage_writer(2000 if SMOKE else 20000),
+        "reload": await sections.reload_storm(
+            v["ccmitmd reverse, Haiku"],
+            RELOAD_ROUNDS,
+            RELOAD_PHASE_S,
+            bench.touch_config,
+            bench.reloads_seen,
+            0.4,
+        ),
+    }
 
 
 def main() -> None:
-    anthropic = FakeUpstream("anthropic").start()
-    zai = FakeUpstream("zai").start()
+    out_dir = Path(os.environ.get("BENCH_OUT", ROOT / "docs"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # The fakes and the client share this process: hand the GIL over quickly, so an upstream
+    # thread is not kept waiting 5 ms behind the client loop (that would be the bench's lag).
+    sys.setswitchinterval(0.0002)
+    started = time.perf_counter()
+    info = machine()
     root = Path(tempfile.mkdtemp(prefix="ccmitm-bench-"))
-    daemon = Daemon(root, base_config(root, anthropic, zai), env={})
-    daemon.start()
+    bench = Bench(root)
     try:
-        ca = ssl.create_default_context(cafile=str(daemon.ca_cert))
-        print(f"ccmitm bench: {CALLS} calls per row, loopback, fake upstreams\n")
-        print("non-streamed call (Haiku -> offload lane, model rewritten, usage logged):")
-        with httpx.Client() as direct:
-            print(
-                row("direct to the fake upstream", latencies(direct, zai.url + "/v1/messages", CALLS, BODY))
-            )
-        with httpx.Client() as reverse:
-            print(
-                row(
-                    "through the reverse listener",
-                    latencies(reverse, daemon.reverse_url + "/v1/messages", CALLS, BODY),
-                )
-            )
-        with httpx.Client(proxy=daemon.proxy_url, verify=ca) as intercept:
-            print(
-                row(
-                    "through the intercepting listener (TLS)",
-                    latencies(intercept, "https://api.anthropic.com/v1/messages", CALLS, BODY),
-                )
-            )
-        print("\nstreamed call, time to the first SSE line:")
-        with httpx.Client() as direct:
-            print(row("direct", first_event_ms(direct, zai.url + "/v1/messages", CALLS // 2)))
-        with httpx.Client() as reverse:
-            print(
-                row(
-                    "through the reverse listener",
-                    first_event_ms(reverse, daemon.reverse_url + "/v1/messages", CALLS // 2),
-                )
-            )
-        print("\nthroughput, reverse listener, non-streamed:")
-        for clients in (1, 10):
-            rate = throughput(daemon.reverse_url + "/v1/messages", clients, 5.0)
-            print(f"  {clients:>2} concurrent client(s): {rate:7.0f} calls/s")
-        print("\nrestart after kill -9:")
-        daemon.proc.send_signal(signal.SIGKILL)
-        daemon.proc.wait()
-        start = time.perf_counter()
-        daemon.start(wait=False)
-        while True:
-            try:
-                if httpx.post(daemon.reverse_url + "/v1/messages", json=BODY, timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.02)
-        print(
-            f"  first call served {(time.perf_counter() - start) * 1000:.0f} ms after the new process started"
-        )
+        bench.start()
+        results = asyncio.run(run(bench))
     finally:
-        daemon.stop()
-        anthropic.stop()
-        zai.stop()
+        bench.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    info["loadavg_end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    info["elapsed_s"] = round(time.perf_counter() - started)
+    results = {"machine": info, **results}
+    if SECTIONS != ALL_SECTIONS:
+        partial = out_dir / "performance-partial.json"
+        partial.write_text(json.dumps(results, indent=2) + "\n")
+        progress(f"partial run ({', '.join(SECTIONS)}): wrote {partial} only")
+        return
+    (out_dir / "performance.json").write_text(json.dumps(results, indent=2) + "\n")
+    doc = out_dir / "PERFORMANCE.md"
+    existing = doc.read_text() if doc.exists() else None
+    doc.write_text(render.render(results, existing))
+    progress(f"wrote {doc} and {out_dir / 'performance.json'} in {info['elapsed_s']} s")
 
 
 if __name__ == "__main__":
