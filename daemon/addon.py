@@ -45,6 +45,20 @@ _STRIPPED_ON_KEYED_LANES = frozenset(
 )
 
 
+HeaderFields = tuple[tuple[bytes, bytes], ...]
+
+
+def _pick_headers(fields: HeaderFields, wanted: frozenset[bytes]) -> dict[bytes, str]:
+    """The first value of each wanted (lower-case) header, in one pass over the raw fields: on the
+    hot path, mitmproxy's ``Headers.get()`` walks and re-encodes every field for every name."""
+    found: dict[bytes, str] = {}
+    for name, value in fields:
+        lowered = name.lower()
+        if lowered in wanted and lowered not in found:
+            found[lowered] = value.decode("utf-8", "surrogateescape")
+    return found
+
+
 @dataclass(frozen=True)
 class OriginalRequest:
     """The client's request as it arrived, kept for a possible failover. Only references: header
@@ -53,7 +67,7 @@ class OriginalRequest:
 
     method: str
     path: str
-    header_fields: tuple[tuple[bytes, bytes], ...]
+    header_fields: HeaderFields
     raw_content: bytes | None
 
     @classmethod
@@ -70,6 +84,33 @@ class OriginalRequest:
         return request
 
 
+@dataclass(frozen=True)
+class ClientHints:
+    """What Claude Code says about a call in its own headers, read once when the call is routed."""
+
+    session: str | None = None  # x-claude-code-session-id
+    request_class: str | None = None  # x-claude-code-request-class
+    agent_type: str | None = None  # x-claude-code-agent-type
+
+    @classmethod
+    def of(cls, fields: HeaderFields) -> ClientHints:
+        found = _pick_headers(fields, _HINT_HEADERS)
+        if not found:
+            return _NO_HINTS
+        return cls(
+            found.get(b"x-claude-code-session-id"),
+            found.get(b"x-claude-code-request-class"),
+            found.get(b"x-claude-code-agent-type"),
+        )
+
+
+_HINT_HEADERS = frozenset(
+    {b"x-claude-code-session-id", b"x-claude-code-request-class", b"x-claude-code-agent-type"}
+)
+_NO_HINTS = ClientHints()
+_RESPONSE_HEADERS = frozenset({b"content-type", b"content-encoding", b"content-length", b"retry-after"})
+
+
 @dataclass
 class FlowState:
     route: Route
@@ -79,6 +120,7 @@ class FlowState:
     model: str | None
     stream_requested: bool
     started: float
+    hints: ClientHints = _NO_HINTS
     permit: Permit | None = None  # the breaker's permit for a keyed lane
     original: OriginalRequest | None = None  # the client's request, kept for a possible failover
     first_byte: float | None = None
@@ -117,6 +159,10 @@ def _serialise(body: Any) -> bytes:
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     except UnicodeEncodeError:  # a lone surrogate ("\ud800") is valid JSON but not UTF-8
         return json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def _is_sse(response: http.Response | None) -> bool:
+    return response is not None and response.headers.get("content-type", "").startswith("text/event-stream")
 
 
 def _error_text(flow: http.HTTPFlow, state: FlowState, read_timeout_s: float) -> str | None:
@@ -180,18 +226,18 @@ class Router:
         if state is None or flow.response is None:
             return
         response = flow.response
+        headers = _pick_headers(response.headers.fields, _RESPONSE_HEADERS)
         if state.permit is not None:
             kind = is_breaker_failure(response.status_code, None)
-            self._record_outcome(state, kind, response.status_code, response.headers.get("retry-after"))
+            self._record_outcome(state, kind, response.status_code, headers.get(b"retry-after"))
             if kind in FAILOVER_KINDS and state.original is not None:
                 # Hold the refusal back (it is a small error body) so that the client sees only
                 # the default lane's answer; see response().
                 state.failing_over = True
                 return
-        headers = response.headers
-        reader = UsageReader(headers.get("content-type"), headers.get("content-encoding"))
+        reader = UsageReader(headers.get(b"content-type"), headers.get(b"content-encoding"))
         state.reader = reader
-        length = headers.get("content-length", "")
+        length = headers.get(b"content-length", "")
         if not reader.is_sse and length.isdigit() and int(length) <= BUFFERED_REPLY_BYTES:
             # A small whole reply (JSON): let mitmproxy read it in one piece and read its usage in
             # response(). Streaming it would only add mitmproxy's per-chunk work to every call.
@@ -262,6 +308,7 @@ class Router:
             model=facts.model,
             stream_requested=isinstance(body, dict) and body.get("stream") is True,
             started=request.timestamp_start or time.time(),
+            hints=ClientHints.of(request.headers.fields),
             permit=permit,
         )
         if lane.keyed and snapshot.config.breaker.failover:
@@ -277,26 +324,25 @@ class Router:
 
     @staticmethod
     def _rewrite(request: http.Request, lane: LaneEndpoint, route: Route, body: Any) -> None:
-        # Order matters for the credential promise: destination first, then strip the client's
-        # credentials, and the lane key last, so a failure part-way never sends a key astray.
+        # Order matters for the credential promise: destination first, credentials last (the
+        # client's out and the lane key in at once), so a failure part-way never sends a key astray.
         query = request.path.partition("?")[1:]
         request.scheme = lane.scheme
         request.data.host = lane.host  # the port setter below updates Host/:authority for both
         request.port = lane.port
         if lane.prefix:
             request.path = lane.prefix + request.path.split("?", 1)[0] + "".join(query)
-        if lane.keyed:
-            headers = request.headers
-            headers.fields = tuple(f for f in headers.fields if f[0].lower() not in _STRIPPED_ON_KEYED_LANES)
         if route.upstream_model is not None and isinstance(body, dict):
             body["model"] = route.upstream_model
             request.content = _serialise(body)
         if lane.keyed:
-            assert lane.key is not None, "decide() never routes to a lane without a key"
-            if lane.header_mode == "authorization":
-                request.headers["authorization"] = f"Bearer {lane.key}"
-            else:
-                request.headers["x-api-key"] = lane.key
+            # The client's credentials out and the lane key in, in one assignment of the fields.
+            assert lane.auth_field is not None, "decide() never routes to a lane without a key"
+            headers = request.headers
+            headers.fields = (
+                *(f for f in headers.fields if f[0].lower() not in _STRIPPED_ON_KEYED_LANES),
+                lane.auth_field,
+            )
 
     # --- breaker and failover --------------------------------------------------------------------
     def _record_outcome(
@@ -337,6 +383,7 @@ class Router:
             model=state.model,
             stream_requested=state.stream_requested,
             started=time.time(),
+            hints=state.hints,
             thinking_stripped=state.thinking_stripped,
         )
         self.in_flight += 1
@@ -383,7 +430,7 @@ class Router:
             error = f"upstream error event: {usage.error_type}"
         if usage is not None and state.lane.keyed and usage.signatures:
             self.runtime.foreign_signatures.add_all(usage.signatures)
-        content_type = response.headers.get("content-type", "") if response else ""
+        is_sse = state.reader.is_sse if state.reader is not None else _is_sse(response)
         record = UsageRecord(
             ts=datetime.fromtimestamp(state.started, UTC).isoformat(timespec="milliseconds"),
             id=str(uuid.uuid4()) if attempt_of else flow.id,
@@ -396,7 +443,7 @@ class Router:
             model=clean_text(state.model),
             upstream_model=clean_text(state.route.upstream_model or state.model),
             status=response.status_code if response else None,
-            stream=content_type.startswith("text/event-stream") or state.stream_requested,
+            stream=is_sse or state.stream_requested,
             ttfb_ms=_ms(state.first_byte - state.started) if state.first_byte else None,
             duration_ms=_ms(time.time() - state.started),
             input_tokens=usage.input_tokens if usage else None,
@@ -406,12 +453,12 @@ class Router:
             header_mode=state.lane.header_mode,
             http_version=flow.request.http_version,
             upstream_http_version=response.http_version if response else None,
-            session=clean_text(flow.request.headers.get("x-claude-code-session-id"), 80),
+            session=clean_text(state.hints.session, 80),
             error=clean_text(error),
             attempt_of=attempt_of,
             thinking_stripped=state.thinking_stripped,
-            request_class=request_class_of(flow.request.headers.get("x-claude-code-request-class")),
-            agent_type=clean_text(flow.request.headers.get("x-claude-code-agent-type"), 40),
+            request_class=request_class_of(state.hints.request_class),
+            agent_type=clean_text(state.hints.agent_type, 40),
         )
         failed = error is not None or record.status is None or record.status >= 400
         self.runtime.record(record, failed)

@@ -29,8 +29,6 @@ from .usage import TOKEN_FIELDS, UNMARKED, UsageRecord
 
 log = logging.getLogger(__name__)
 
-#: The request-class key for calls whose client did not say (no x-claude-code-request-class).
-
 
 @dataclass(frozen=True)
 class LaneEndpoint:
@@ -52,6 +50,15 @@ class LaneEndpoint:
     @property
     def available(self) -> bool:
         return not self.keyed or self.key is not None
+
+    @cached_property
+    def auth_field(self) -> tuple[bytes, bytes] | None:
+        """The lane key as the one header field a keyed lane's requests carry (built once)."""
+        if not self.keyed or self.key is None:
+            return None
+        if self.header_mode == "authorization":
+            return (b"authorization", f"Bearer {self.key}".encode())
+        return (b"x-api-key", self.key.encode())
 
     @classmethod
     def build(cls, name: str, lane: LaneConfig, key: LaneKey | None) -> LaneEndpoint:

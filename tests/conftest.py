@@ -212,12 +212,18 @@ class Daemon:
 HAIKU = "claude-haiku-4-5"
 
 
-def post(daemon: Daemon, model: str = HAIKU, base: str | None = None, **body: Any) -> httpx.Response:
+def post(
+    daemon: Daemon,
+    model: str = HAIKU,
+    base: str | None = None,
+    headers: dict[str, str] | None = None,
+    **body: Any,
+) -> httpx.Response:
     """One Messages call with the client's planted API key (reverse listener unless ``base``)."""
     return httpx.post(
         (base or daemon.reverse_url) + "/v1/messages",
         json={"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}], **body},
-        headers={"x-api-key": CLIENT_API_KEY},
+        headers={"x-api-key": CLIENT_API_KEY, **(headers or {})},
         timeout=30,
     )
 

@@ -49,8 +49,9 @@ def test_failover_answers_from_anthropic_then_the_breaker_opens_and_closes(make_
     daemon = make_daemon(breaker_config(failures=2, cooldown_s=1.0))
     zai.behaviour = "status:529"
 
+    hints = {"x-claude-code-session-id": "sess-1", "x-claude-code-request-class": "subagent"}
     for _ in range(2):  # each refusal is retried once on Anthropic; the client sees only success
-        response = post(daemon, stream=True)
+        response = post(daemon, stream=True, headers=hints)
         assert response.status_code == 200 and b"message_stop" in response.content
     assert len(zai.messages()) == 2 and len(anthropic_up.messages()) == 2
     for call in anthropic_up.messages():  # the failover carries the client's own request
@@ -63,6 +64,8 @@ def test_failover_answers_from_anthropic_then_the_breaker_opens_and_closes(make_
     assert failover["lane"] == "anthropic" and failover["reason"] == "failover"
     assert failover["attempt_of"] == refused["id"] and failover["header_mode"] == "passthrough"
     assert failover["input_tokens"] == 101
+    for line in (refused, failover):  # both attempts say which Claude Code call they served
+        assert line["session"] == "sess-1" and line["request_class"] == "subagent"
 
     breaker = status(daemon)["lanes"]["zai"]["breaker"]
     assert breaker["state"] == "open" and breaker["retry_at"]
