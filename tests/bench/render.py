@@ -75,7 +75,8 @@ def render(results: dict[str, Any], existing: str | None) -> str:
                 *(
                     [
                         f"throughput ≥ 90% of bare, 0 errors at {tp['clients']} clients — {r['listener']}",
-                        f"{r['ccmitmd_vs_bare_rps']:.0%}, {r['errors']} errors",
+                        f"{r['ccmitmd_vs_bare_rps']:.0%} (proxy CPU per request {r['ccmitmd_vs_bare_cpu']:.2f}x bare's), "
+                        f"{r['errors']} errors",
                         _yes(r["met"]),
                     ]
                     for r in tp["ratios"]
@@ -173,13 +174,14 @@ def render(results: dict[str, Any], existing: str | None) -> str:
         "streamed; ccmitmd gets Haiku and Sonnet calls alternately (rerouted and passed through).",
         "",
         _table(
-            ["variant", "requests", "errors", "requests/s", "p50 ms", "p95 ms"],
+            ["variant", "requests", "errors", "requests/s", "proxy CPU µs per request", "p50 ms", "p95 ms"],
             [
                 [
                     name,
                     v["requests"],
                     v["errors"],
                     f"{v['rps']:.0f}",
+                    v["proxy_cpu_us"],
                     f"{v['p50_ms']:.2f}",
                     f"{v['p95_ms']:.2f}",
                 ]

@@ -243,13 +243,15 @@ async def _burst(variant: Variant, clients: int, per_client: int, models: tuple[
 
 async def throughput(variants: list[Variant], rounds: int, clients: int, per_client: int) -> dict[str, Any]:
     totals: dict[str, dict[str, Any]] = {
-        v.name: {"latencies": [], "errors": 0, "elapsed": 0.0} for v in variants
+        v.name: {"latencies": [], "errors": 0, "elapsed": 0.0, "cpu_ns": 0} for v in variants
     }
     for round_no in range(rounds):
         for v in rotated(variants, round_no):
             models = (HAIKU, SONNET) if v.proxy == "ccmitmd" else (v.model,)
+            cpu_start = cpu_ns(v.pid)
             result = await _burst(v, clients, per_client, models)
             total = totals[v.name]
+            total["cpu_ns"] += cpu_ns(v.pid) - cpu_start
             total["latencies"] += result["latencies"]
             total["errors"] += result["errors"]
             total["elapsed"] += result["elapsed"]
@@ -262,6 +264,7 @@ async def throughput(variants: list[Variant], rounds: int, clients: int, per_cli
             "requests": requests,
             "errors": total["errors"],
             "rps": round(requests / total["elapsed"], 1),
+            "proxy_cpu_us": round(total["cpu_ns"] / requests / 1000, 1) if requests and v.pid else None,
             **summary(total["latencies"]),
         }
     rows = []
@@ -273,6 +276,8 @@ async def throughput(variants: list[Variant], rounds: int, clients: int, per_cli
                 {
                     "listener": v.listener,
                     "ccmitmd_vs_bare_rps": share,
+                    # Steadier than requests/s on a shared machine: the proxy's own CPU per request.
+                    "ccmitmd_vs_bare_cpu": ratio(out[v.name]["proxy_cpu_us"], out[bare]["proxy_cpu_us"]),
                     "errors": out[v.name]["errors"],
                     "met": share >= 0.90 and out[v.name]["errors"] == 0,
                 }
