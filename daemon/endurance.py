@@ -386,6 +386,19 @@ def _row(phase: str, label: str, data: Mapping[str, Any]) -> str:
     return "| " + " | ".join(_fmt(cell) for cell in cells) + " |"
 
 
+def _latency_table(kind: str, source: str, groups: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    out = [
+        "",
+        f"## Latency per phase and {kind} ({source})",
+        "",
+        f"| phase | {kind} | calls | errors | p50 ms | p95 ms | ttfb p50 | ttfb p95 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for phase, rows in groups.items():
+        out += [_row(phase, name, data) for name, data in rows.items()]
+    return out
+
+
 def render_summary(metrics: Mapping[str, Any], checks: list[CheckResult]) -> str:
     plan = metrics["plan"]
     counts = Counter(c.label for c in checks)
@@ -399,25 +412,9 @@ def render_summary(metrics: Mapping[str, Any], checks: list[CheckResult]) -> str
         f"- calls: {metrics['calls']['total']} ({metrics['calls']['failed']} failed)",
         f"- checks: {counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped (TESTS.md)",
         f"- verify: {metrics['verify']['verdict']}",
-        "",
-        "## Latency per phase and lane (the daemon's usage log)",
-        "",
-        "| phase | lane | calls | errors | p50 ms | p95 ms | ttfb p50 | ttfb p95 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for phase, lanes in metrics["log"].items():
-        for lane, data in lanes.items():
-            out.append(_row(phase, lane, data))
-    out += [
-        "",
-        "## Latency per phase and model (the client's view)",
-        "",
-        "| phase | model | calls | errors | p50 ms | p95 ms | ttfb p50 | ttfb p95 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for phase, families in metrics["client"].items():
-        for family, data in families.items():
-            out.append(_row(phase, family, data))
+    out += _latency_table("lane", "the daemon's usage log", metrics["log"])
+    out += _latency_table("model", "the client's view", metrics["client"])
     errors = [
         (phase, family, e)
         for phase, fs in metrics["client"].items()
