@@ -238,7 +238,7 @@ body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:820px;color:
 h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:20px 0 8px}
 .meta{color:#666;margin:0 0 16px}
 table{border-collapse:collapse;width:100%}th,td{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}
-th:first-child,td:first-child,#verify td:nth-child(2){text-align:left}
+th:first-child,td:first-child,#verify th:nth-child(2),#verify td:nth-child(2){text-align:left}
 .verdict{padding:8px 12px;border-radius:6px;border:1px solid}
 .verdict.pass{background:#eef8ee;border-color:#59a14f}.verdict.fail{background:#fdeeee;border-color:#e15759}
 tr.bad td{color:#b00}
