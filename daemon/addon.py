@@ -25,7 +25,7 @@ from .crosslane import strip_foreign_thinking
 from .failover import DefaultLaneClient
 from .routing import Reason, RequestFacts, Route, decide, model_of
 from .runtime import LaneEndpoint, Runtime
-from .sse import Usage, UsageReader
+from .sse import Usage, UsageReader, is_event_stream
 from .usage import UsageRecord, clean_text, request_class_of
 
 log = logging.getLogger(__name__)
@@ -159,10 +159,6 @@ def _serialise(body: Any) -> bytes:
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     except UnicodeEncodeError:  # a lone surrogate ("\ud800") is valid JSON but not UTF-8
         return json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode()
-
-
-def _is_sse(response: http.Response | None) -> bool:
-    return response is not None and response.headers.get("content-type", "").startswith("text/event-stream")
 
 
 def _error_text(flow: http.HTTPFlow, state: FlowState, read_timeout_s: float) -> str | None:
@@ -430,7 +426,10 @@ class Router:
             error = f"upstream error event: {usage.error_type}"
         if usage is not None and state.lane.keyed and usage.signatures:
             self.runtime.foreign_signatures.add_all(usage.signatures)
-        is_sse = state.reader.is_sse if state.reader is not None else _is_sse(response)
+        if state.reader is not None:
+            is_sse = state.reader.is_sse
+        else:  # no reader: a refusal held back for failover, or no response at all
+            is_sse = response is not None and is_event_stream(response.headers.get("content-type"))
         record = UsageRecord(
             ts=datetime.fromtimestamp(state.started, UTC).isoformat(timespec="milliseconds"),
             id=str(uuid.uuid4()) if attempt_of else flow.id,

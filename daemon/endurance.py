@@ -20,7 +20,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -168,17 +167,11 @@ def run_concurrent(target: Target, phase: str, count: int, workers: int) -> list
 
 
 # --- the private world of --against fake ----------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class FakeWorld:
     """Fake Anthropic and Z.AI upstreams and a ccmitmd of its own, all in a temp dir."""
 
     def __init__(self, root: Path):
-        from .fakeupstream import FakeUpstream
+        from .fakeupstream import FakeUpstream, free_port
 
         self.root = root
         self.anthropic = FakeUpstream("anthropic", input_tokens=101, output_tokens=17).start()
@@ -325,10 +318,6 @@ class RunResult:
         return sum(1 for c in self.checks if c.ok is False)
 
 
-def _pct(values: list[float], q: float) -> float | None:
-    return report.percentile(values, q)
-
-
 def client_stats(calls: list[CallResult]) -> dict[str, dict[str, Any]]:
     """Per phase and lane family: calls, errors, p50/p95 of duration and time to first byte."""
     out: dict[str, dict[str, Any]] = {}
@@ -344,8 +333,8 @@ def client_stats(calls: list[CallResult]) -> dict[str, dict[str, Any]]:
             result[phase][family] = {
                 "calls": len(items),
                 "errors": len(errors),
-                "duration_ms": {"p50": _pct(durations, 50), "p95": _pct(durations, 95)},
-                "ttfb_ms": {"p50": _pct(ttfbs, 50), "p95": _pct(ttfbs, 95)},
+                "duration_ms": report.p50_p95(durations),
+                "ttfb_ms": report.p50_p95(ttfbs),
                 "first_errors": errors[:5],
             }
     return result

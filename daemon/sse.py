@@ -105,12 +105,17 @@ def _decoder_for(content_encoding: str | None) -> Callable[[bytes], bytes] | Non
     return None
 
 
+def is_event_stream(content_type: str | None) -> bool:
+    """Whether a Content-Type names an SSE stream (parameters, case and spaces aside)."""
+    return (content_type or "").split(";")[0].strip().lower() == "text/event-stream"
+
+
 class UsageReader:
     """Feed it response body chunks as they pass; read ``usage`` at any time."""
 
     def __init__(self, content_type: str | None, content_encoding: str | None = None):
         self.usage = Usage()
-        self.is_sse = (content_type or "").split(";")[0].strip().lower() == "text/event-stream"
+        self.is_sse = is_event_stream(content_type)
         self._decode = _decoder_for(content_encoding)
         self._broken = self._decode is None  # unknown encoding: pass bytes, read nothing
         self._line_buffer = b""

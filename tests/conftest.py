@@ -22,7 +22,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from ccmitm.fakeupstream import FakeUpstream
+from ccmitm.fakeupstream import FakeUpstream, free_port
 
 # Realistic-looking fake secrets: tests plant them and then assert they never cross lanes or
 # land in anything the daemon writes.
@@ -34,12 +34,6 @@ ALL_SECRETS = (CLIENT_API_KEY, CLIENT_OAUTH_TOKEN, ZAI_KEY)
 
 def sha(value: str | None) -> str | None:
     return hashlib.sha256(value.encode()).hexdigest() if value is not None else None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_port(port: int, timeout: float = 20.0) -> None:
