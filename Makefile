@@ -56,7 +56,7 @@ bench: install ## benchmark ccmitmd vs bare mitmproxy vs direct; rewrites docs/P
 	$(BIN)/python tests/bench/bench_proxy.py
 
 docs: install ## regenerate docs/CONFIG.md from the config model (a test checks it is current)
-	$(BIN)/python -m ccmitm.configdoc > docs/CONFIG.md
+	$(BIN)/python -m ccmitm.config.doc > docs/CONFIG.md
 
 lint: install
 	$(BIN)/ruff check daemon tests

@@ -22,7 +22,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from ccmitm.fakeupstream import FakeUpstream, free_port
+from ccmitm.testing.fakeupstream import FakeUpstream, free_port
 
 # Realistic-looking fake secrets: tests plant them and then assert they never cross lanes or
 # land in anything the daemon writes.
@@ -195,7 +195,7 @@ class Daemon:
 
     def secret_findings(self) -> list[str]:
         """The CI secret scan: every planted credential, anywhere ccmitm wrote or printed."""
-        from ccmitm.secretscan import scan_text, scan_tree
+        from ccmitm.reports.secretscan import scan_text, scan_tree
 
         findings = [str(f) for place in self.written_by_ccmitm() for f in scan_tree(place, ALL_SECRETS)]
         for output in self.ccctl_outputs:

@@ -8,7 +8,8 @@ from email.utils import format_datetime
 
 import pytest
 
-from ccmitm.breaker import (
+from ccmitm.config.load import validate
+from ccmitm.core.breaker import (
     AUTH,
     CONNECT,
     DROP,
@@ -21,7 +22,6 @@ from ccmitm.breaker import (
     is_breaker_failure,
     parse_retry_after,
 )
-from ccmitm.config import validate
 
 WALL_START = 1_760_000_000.0  # 2025-10-09T08:53:20Z
 

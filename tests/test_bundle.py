@@ -17,8 +17,10 @@ import yaml
 from click.testing import CliRunner
 from test_report import HAIKU, SONNET, anthropic_line, line
 
-import ccmitm.bundle as bundle_module
-from ccmitm.bundle import (
+import ccmitm.reports.bundle as bundle_module
+from ccmitm.cli.main import main
+from ccmitm.config.load import validate
+from ccmitm.reports.bundle import (
     STATE_FILE,
     list_bundles,
     load_last_run,
@@ -26,9 +28,7 @@ from ccmitm.bundle import (
     make_bundle,
     record_run,
 )
-from ccmitm.cli import main
-from ccmitm.config import validate
-from ccmitm.secretscan import redact_text, scan_bytes, scan_text, scan_tree
+from ccmitm.reports.secretscan import redact_text, scan_bytes, scan_text, scan_tree
 
 from conftest import ALL_SECRETS, CLIENT_API_KEY, CLIENT_OAUTH_TOKEN, ZAI_KEY, Daemon, post
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ccmitm.fakeupstream import Received, Reply
+from ccmitm.testing.fakeupstream import Received, Reply
 
 from conftest import CLIENT_API_KEY, ZAI_KEY, Daemon, sha
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ccmitm.config import (
+from ccmitm.config.load import (
     BUILTIN,
     ConfigError,
     apply_env_overrides,

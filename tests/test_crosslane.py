@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ccmitm.crosslane import (
+from ccmitm.core.crosslane import (
     PLACEHOLDER_TEXT,
     SignatureRegistry,
     StripResult,
@@ -16,7 +16,7 @@ from ccmitm.crosslane import (
     signature_digest,
     strip_foreign_thinking,
 )
-from ccmitm.sse import UsageReader
+from ccmitm.core.sse import UsageReader
 
 # Signatures as the lanes make them: Anthropic's are long base64 blobs; what GLM puts there is
 # opaque to us (sometimes nothing at all).

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import anthropic
 import pytest
 
-from ccmitm.fakeupstream import FakeUpstream, Received, Reply
+from ccmitm.testing.fakeupstream import FakeUpstream, Received, Reply
 
 TOOL_INPUT = {"subagent_type": "haiku-subagent", "prompt": "List the files.", "nested": {"n": [1, 2]}}
 

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from test_report import HAIKU, SONNET, anthropic_line, line
 
-from ccmitm.config import validate
-from ccmitm.htmlreport import choose_bucket, render_report
-from ccmitm.report import verify
+from ccmitm.config.load import validate
+from ccmitm.reports.html import choose_bucket, render_report
+from ccmitm.reports.records import verify
 
 from conftest import Daemon, post
 

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 
-from ccmitm.jobs import missed_run
-from ccmitm.logfiles import all_files, read_lines, rotated_files
+from ccmitm.logs.files import all_files, read_lines, rotated_files
+from ccmitm.supervisor.housekeeping import missed_run
 
 from conftest import CLIENT_API_KEY, Daemon, status, wait_for
 

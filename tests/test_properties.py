@@ -13,10 +13,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ccmitm.config import validate
-from ccmitm.fakeupstream import FakeUpstream
-from ccmitm.routing import LaneConditions, Reason, RequestFacts, RoutingTable, decide
-from ccmitm.sse import UsageReader
+from ccmitm.config.load import validate
+from ccmitm.core.routing import LaneConditions, Reason, RequestFacts, RoutingTable, decide
+from ccmitm.core.sse import UsageReader
+from ccmitm.testing.fakeupstream import FakeUpstream
 
 PROPERTY_SETTINGS = settings(
     max_examples=150,

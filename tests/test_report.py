@@ -1,6 +1,6 @@
 """summarize and verify: hand-made logs with known numbers and planted violations, then real traffic.
 
-The hand-made lines have every field the daemon writes (see ccmitm.usage.UsageRecord); a test
+The hand-made lines have every field the daemon writes (see ccmitm.logs.usage.UsageRecord); a test
 changes only what it is about.
 """
 
@@ -16,9 +16,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from ccmitm.cli import main
-from ccmitm.config import Config, validate
-from ccmitm.report import (
+from ccmitm.cli.main import main
+from ccmitm.config.load import Config, validate
+from ccmitm.logs.usage import UsageRecord
+from ccmitm.reports.records import (
     UsageLines,
     format_summary,
     format_verify,
@@ -27,7 +28,6 @@ from ccmitm.report import (
     summarize,
     verify,
 )
-from ccmitm.usage import UsageRecord
 
 from conftest import ALL_SECRETS, Daemon, post
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ccmitm.config import validate
-from ccmitm.routing import LaneConditions, Reason, RequestFacts, Route, RoutingTable, decide, model_of
+from ccmitm.config.load import validate
+from ccmitm.core.routing import LaneConditions, Reason, RequestFacts, Route, RoutingTable, decide, model_of
 
 CONFIG = validate(
     {

@@ -24,10 +24,11 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from ccmitm import cli, cli_service
-from ccmitm import service as svc
-from ccmitm.config import validate
-from ccmitm.service import LABEL, UNIT_NAME, Completed, Host, Settings
+from ccmitm.cli.main import main as cli
+from ccmitm.cli.main import service as cli_service
+from ccmitm.config.load import validate
+from ccmitm.install import service as svc
+from ccmitm.install.service import LABEL, UNIT_NAME, Completed, Host, Settings
 
 REPO = Path(__file__).resolve().parent.parent
 PLACEHOLDER = re.compile(r"@[A-Z_]+@")
@@ -244,7 +245,7 @@ def test_plist_escapes_xml_in_paths(tmp_path: Path) -> None:
 
 
 def test_templates_ship_as_package_data_and_are_the_hand_install_copies() -> None:
-    shipped = files("ccmitm.service_templates")
+    shipped = files("ccmitm.install.templates")
     for manager, relative in svc.TEMPLATES.items():
         text = (shipped / relative).read_text(encoding="utf-8")
         assert text == (REPO / "service" / relative).read_text(encoding="utf-8"), manager

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from ccmitm import sse
-from ccmitm.fakeupstream import FakeUpstream
-from ccmitm.sse import Usage, UsageReader
+from ccmitm.core import sse
+from ccmitm.core.sse import Usage, UsageReader
+from ccmitm.testing.fakeupstream import FakeUpstream
 
 SIG_A = "EqQBCkYIBxgCKkBn" + "A" * 200
 SIG_B = "ErUBCkYIBxgCKkDx" + "B" * 150

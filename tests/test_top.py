@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from ccmitm.cli_top import render, render_down
+from ccmitm.cli.top import render, render_down
 
 from conftest import Daemon, post, status
 

@@ -13,11 +13,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from ccmitm import prompts, subagent
-from ccmitm.cli import main
-from ccmitm.report import format_summary, summarize
-from ccmitm.secretscan import scan_tree
-from ccmitm.usage import request_class_of
+from ccmitm.cli.main import main
+from ccmitm.install import prompts, subagent
+from ccmitm.logs.usage import request_class_of
+from ccmitm.reports.records import format_summary, summarize
+from ccmitm.reports.secretscan import scan_tree
 
 from conftest import ALL_SECRETS, CLIENT_API_KEY, CLIENT_OAUTH_TOKEN, ZAI_KEY, Daemon, status
 

@@ -1,6 +1,6 @@
 """The benchmarks' baseline: bare mitmproxy, built exactly as ccmitmd builds it, minus ccmitm.
 
-Same Master construction (``ccmitm.proxy.Proxy``: the same four mitmproxy addons), the same
+Same Master construction (``ccmitm.proxy.master.Proxy``: the same four mitmproxy addons), the same
 options from the same config file (both listeners, TLS interception with the same CA, lazy
 connections, allow_hosts, body_size_limit, timeouts), and in place of ccmitm's Router a tiny addon
 that only redirects every request to one upstream and streams SSE responses (without that,
@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 
 from mitmproxy import http
 
-from ccmitm.config import load
-from ccmitm.proxy import Proxy
+from ccmitm.config.load import load
+from ccmitm.proxy.master import Proxy
 
 
 class Redirect:

@@ -41,7 +41,7 @@ import yaml  # noqa: E402
 from rawhttp import Connection, Target  # noqa: E402
 from sections import HAIKU, SONNET, Variant  # noqa: E402
 
-from ccmitm.fakeupstream import FakeUpstream  # noqa: E402
+from ccmitm.testing.fakeupstream import FakeUpstream  # noqa: E402
 
 from conftest import ZAI_KEY, Daemon, base_config, free_port, wait_port  # noqa: E402
 

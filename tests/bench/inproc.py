@@ -13,11 +13,11 @@ from typing import Any
 from mitmproxy.test import tflow, tutils
 from stats import percentile
 
-from ccmitm.addon import Router
-from ccmitm.config import load
-from ccmitm.runtime import Runtime, Snapshot
-from ccmitm.sse import UsageReader
-from ccmitm.usage import UsageLog, UsageRecord
+from ccmitm.config.load import load
+from ccmitm.core.sse import UsageReader
+from ccmitm.logs.usage import UsageLog, UsageRecord
+from ccmitm.proxy.addon import Router
+from ccmitm.proxy.state import Runtime, Snapshot
 
 
 def _request_body(model: str, stream: bool) -> bytes:

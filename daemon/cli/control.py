@@ -1,0 +1,333 @@
+"""ccctl commands that steer a running daemon: status, pause, resume, reload, config show, rotate,
+reopen-logs, start, stop; and `env`, which wires a shell to the proxy."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ccmitm import paths
+from ccmitm.cli.common import config_path, daemon_call, echo_json, fail, load_config
+from ccmitm.control.server import ControlError, DaemonNotRunning, call, is_running
+
+
+# --- status --------------------------------------------------------------------------------------
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}ms"
+
+
+def format_status(status: dict[str, Any]) -> str:
+    listeners = status["listeners"]
+    host = listeners["host"]
+    lines = [
+        f"ccmitmd {status['version']} running (pid {status['pid']}, up {_duration(status['uptime_s'])}, "
+        f"{status['in_flight']} in flight)",
+        f"listeners: intercept {paths.http_url(host, listeners['port'])}"
+        + (
+            f"  reverse {paths.http_url(host, listeners['reverse_port'])}"
+            if listeners["reverse_port"]
+            else "  reverse off"
+        )
+        + f"  http2 {'on' if status['http2'] else 'off'}",
+        f"paused:    {'YES' if status['paused'] else 'no'} ({status['paused_source']})",
+        "lanes:",
+    ]
+    for name, lane in status["lanes"].items():
+        role = "default" if lane["default"] else "offload"
+        availability = "available" if lane["available"] else f"UNAVAILABLE ({lane['problem']})"
+        breaker = lane.get("breaker")
+        breaker_text = f"  breaker {breaker.get('state')}" if breaker else ""
+        if breaker and breaker.get("retry_at"):
+            breaker_text += f" until {breaker['retry_at']}"
+        if breaker and breaker.get("state") != "closed" and breaker.get("message"):
+            breaker_text += f" ({breaker['message']})"
+        lines.append(
+            f"  {name:<10} {role:<8} {lane['header_mode']:<13} {availability}  "
+            f"{lane['requests']} req  {lane['errors']} err  "
+            f"p50 {_ms(lane['p50_ms'])}  p95 {_ms(lane['p95_ms'])}{breaker_text}"
+        )
+        tokens = lane.get("tokens") or {}
+        if any(tokens.values()):
+            lines.append(
+                f"  {'':<10} tokens: {tokens.get('input_tokens', 0)} in, "
+                f"{tokens.get('output_tokens', 0)} out, {tokens.get('cache_read_input_tokens', 0)} cache read"
+            )
+        classes = lane.get("by_request_class") or {}
+        if classes:
+            lines.append(f"  {'':<10} by request class: " + ", ".join(f"{k} {v}" for k, v in classes.items()))
+    config = status["config"]
+    lines.append(f"config:    {config['source']} (loaded {config['loaded_at']})")
+    if config["overrides"]:
+        lines.append(f"overrides: {', '.join(config['overrides'])}")
+    lines.append(
+        f"reload:    {'last error: ' + config['last_reload_error'] if config['last_reload_error'] else 'ok'}"
+    )
+    for job in status.get("jobs", []):
+        lines.append(f"job:       {job['name']}: next {job['next_run'] or 'not scheduled'}")
+    last = (status.get("bundle") or {}).get("last")
+    if last:
+        outcome = "ok" if last.get("ok") else f"error: {last.get('error')}"
+        lines.append(f"bundle:    last {last.get('at')} {outcome} {last.get('path') or ''}".rstrip())
+    lines.append(f"logs:      {status['logs']['usage']}")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show the running daemon: listeners, kill-switch, lanes and their counters, config, jobs."""
+    result = daemon_call(ctx, "status")
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(format_status(result))
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def pause(ctx: click.Context, as_json: bool) -> None:
+    """Kill-switch on: every call goes to the default lane (persists across restarts)."""
+    result = daemon_call(ctx, "pause")
+    echo_json(result) if as_json else click.echo(
+        f"paused: every call goes to the default lane ({result['source']})"
+    )
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def resume(ctx: click.Context, as_json: bool) -> None:
+    """Kill-switch off: routing rules apply again (persists across restarts)."""
+    result = daemon_call(ctx, "resume")
+    if as_json:
+        echo_json(result)
+    elif result["paused"]:
+        click.echo(f"still paused: {result['source']}")
+    else:
+        click.echo("resumed: routing rules apply")
+
+
+@click.command()
+@click.pass_context
+def reload(ctx: click.Context) -> None:
+    """Re-read the config file now (the daemon also does this by itself on every save)."""
+    result = daemon_call(ctx, "reload")
+    click.echo(f"reloaded {result['source']}; changed: {', '.join(result['changed']) or 'nothing'}")
+
+
+@click.command()
+@click.pass_context
+def rotate(ctx: click.Context) -> None:
+    """Rotate the usage log and the daemon log now."""
+    result = daemon_call(ctx, "rotate")
+    click.echo(f"rotated: usage -> {result['usage'] or '(empty, nothing to rotate)'}")
+
+
+@click.command("reopen-logs")
+@click.pass_context
+def reopen_logs(ctx: click.Context) -> None:
+    """Reopen log files by name (after an external logrotate renamed them)."""
+    daemon_call(ctx, "reopen-logs")
+    click.echo("reopened")
+
+
+@click.command("show")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def config_show(ctx: click.Context, as_json: bool) -> None:
+    """The effective config (from the running daemon, else from the file). Secrets never appear."""
+    try:
+        result = call(load_config(ctx).socket_path(), "config-show")
+    except DaemonNotRunning:
+        config = load_config(ctx)
+        result = {"source": f"{config_path(ctx)} (daemon not running)", "config": config.redacted()}
+    except ControlError as exc:
+        fail(str(exc))
+    if as_json:
+        echo_json(result)
+        return
+    import yaml
+
+    click.echo(f"# effective config from {result['source']}")
+    for override in result.get("overrides", []):
+        click.echo(f"# environment override: {override}")
+    for lane, key in (result.get("lane_keys") or {}).items():
+        click.echo(f"# lane {lane} key: {key}")
+    click.echo(yaml.safe_dump(result["config"], sort_keys=False).rstrip())
+
+
+# --- start / stop --------------------------------------------------------------------------------
+@click.command()
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait until it listens.")
+@click.pass_context
+def start(ctx: click.Context, timeout: float) -> None:
+    """Start ccmitmd in the background (for machines without a service manager)."""
+    config = load_config(ctx)
+    socket_path = config.socket_path()
+    if is_running(socket_path):
+        click.echo("ccmitmd is already running")
+        return
+    state_dir = paths.ensure_private_dir(paths.state_home())
+    output = state_dir / "ccmitmd.out"
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    command = [sys.executable, "-m", "ccmitm.supervisor", "--config", str(config_path(ctx))]
+    process = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True, close_fds=True
+    )
+    os.close(fd)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = output.read_text(errors="replace").splitlines()[-15:]
+            fail("ccmitmd exited at start:\n" + "\n".join(tail))
+        if is_running(socket_path):
+            click.echo(f"ccmitmd started (pid {process.pid}); output in {output}")
+            return
+        time.sleep(0.1)
+    fail(f"ccmitmd did not answer within {timeout:g}s; see {output}")
+
+
+@click.command()
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the drain.")
+@click.pass_context
+def stop(ctx: click.Context, timeout: float) -> None:
+    """Stop the daemon (SIGTERM: in-flight streams drain first) and wait until it is gone."""
+    pid = daemon_call(ctx, "status")["pid"]
+    os.kill(pid, signal.SIGTERM)
+    pid_file = paths.state_home() / "ccmitmd.pid"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        # The daemon removes its pid file as the very last step of a clean stop; a vanished
+        # process counts too (a zombie still answers kill(pid, 0), so that alone is not enough).
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        if not pid_file.exists():
+            break
+        time.sleep(0.1)
+    else:
+        fail(f"ccmitmd (pid {pid}) is still draining after {timeout:g}s; `kill {pid}` again to close now")
+    click.echo(f"ccmitmd (pid {pid}) stopped")
+
+
+# --- shell wiring --------------------------------------------------------------------------------
+WIRED_VARIABLES = ("HTTPS_PROXY", "NODE_EXTRA_CA_CERTS", "ANTHROPIC_BASE_URL")
+#: Set by --subagent: subagents without a model of their own use Haiku (so they are offloaded), and
+#: Claude Code sends its request-class headers (x-claude-code-request-class and -agent-type) to a
+#: custom ANTHROPIC_BASE_URL too (2.1.x sends them to api.anthropic.com, i.e. through the
+#: intercepting listener, by itself), which status and summarize count.
+SUBAGENT_VARIABLES = {"CLAUDE_CODE_SUBAGENT_MODEL": "haiku", "CLAUDE_CODE_GATEWAY_HINT_HEADERS": "1"}
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+def shell_lines(shell: str, variables: dict[str, str | None]) -> list[str]:
+    """Set (value) or unset (None) each variable in the given shell's syntax."""
+    lines = []
+    for name, value in variables.items():
+        if shell == "fish":
+            lines.append(f"set -e {name}" if value is None else f"set -gx {name} {_quote(value)}")
+        else:
+            lines.append(f"unset {name}" if value is None else f"export {name}={_quote(value)}")
+    return lines
+
+
+def env_lines(
+    shell: str,
+    host: str,
+    port: int,
+    reverse_port: int | None,
+    ca_cert: Path,
+    mode: str,
+    subagent: bool = False,
+) -> list[str]:
+    extra: dict[str, str | None] = dict(SUBAGENT_VARIABLES) if subagent else {}
+    if mode == "stock":
+        return shell_lines(shell, dict.fromkeys((*WIRED_VARIABLES, *SUBAGENT_VARIABLES)))
+    if mode == "reverse":
+        if reverse_port is None:
+            raise click.UsageError("the reverse listener is off (proxy.reverse_port: null)")
+        return shell_lines(
+            shell,
+            {
+                "HTTPS_PROXY": None,
+                "NODE_EXTRA_CA_CERTS": None,
+                "ANTHROPIC_BASE_URL": paths.http_url(host, reverse_port),
+                **extra,
+            },
+        )
+    lines = shell_lines(
+        shell,
+        {
+            "HTTPS_PROXY": paths.http_url(host, port),
+            "NODE_EXTRA_CA_CERTS": str(ca_cert),
+            "ANTHROPIC_BASE_URL": None,
+            **extra,
+        },
+    )
+    if reverse_port is not None:
+        reverse_url = paths.http_url(host, reverse_port)
+        lines.append(
+            f'# or reverse mode instead: eval "$(ccctl env --reverse)"  (ANTHROPIC_BASE_URL={reverse_url})'
+        )
+    return lines
+
+
+@click.command()
+@click.option("--shell", "shell", type=click.Choice(["bash", "zsh", "fish"]), help="Default: from $SHELL.")
+@click.option(
+    "--reverse", "mode", flag_value="reverse", help="Reverse mode: ANTHROPIC_BASE_URL instead of a proxy."
+)
+@click.option("--stock", "mode", flag_value="stock", help="Unwire: plain Anthropic, no proxy.")
+@click.option(
+    "--subagent",
+    is_flag=True,
+    help="Also CLAUDE_CODE_SUBAGENT_MODEL=haiku (subagents run on Haiku, i.e. offloaded) and "
+    "CLAUDE_CODE_GATEWAY_HINT_HEADERS=1 (Claude Code marks subagent vs main-loop calls).",
+)
+@click.pass_context
+def env(ctx: click.Context, shell: str | None, mode: str | None, subagent: bool) -> None:
+    """Print shell lines that wire Claude Code to the proxy: eval "$(ccctl env)"."""
+    if subagent and mode == "stock":
+        raise click.UsageError(
+            "--subagent wires a shell; --stock unwires it (and unsets the subagent variables)"
+        )
+    config = load_config(ctx)
+    shell = shell or Path(os.environ.get("SHELL", "bash")).name
+    if shell not in ("bash", "zsh", "fish"):
+        shell = "bash"
+    ca_cert = Path(config.proxy.confdir) / "mitmproxy-ca-cert.pem"
+    if mode in (None, "intercept") and not ca_cert.exists():
+        click.echo(f"# warning: {ca_cert} does not exist yet; start ccmitmd once to create it", err=True)
+    for line in env_lines(
+        shell,
+        config.proxy.host,
+        config.proxy.port,
+        config.proxy.reverse_port,
+        ca_cert,
+        mode or "intercept",
+        subagent,
+    ):
+        click.echo(line)
+
+
+COMMANDS = [status, pause, resume, reload, rotate, reopen_logs, start, stop, env]

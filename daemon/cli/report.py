@@ -1,0 +1,121 @@
+"""ccctl summarize / verify / bundle: read the usage logs locally, or ask the daemon for a bundle.
+
+summarize and verify need no daemon and no network: they read ``logs.dir`` (or ``--logs-dir``,
+e.g. an unpacked review bundle) and call the pure functions in :mod:`ccmitm.reports.records`.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ccmitm import paths
+from ccmitm.cli.common import echo_json, fail, load_config
+from ccmitm.control.server import ControlError, DaemonNotRunning, call
+from ccmitm.reports import records as report
+from ccmitm.reports.bundle import make_bundle
+from ccmitm.reports.records import UsageLines, format_summary, format_verify, parse_duration
+
+#: The daemon answers a bundle request when the bundle is done; gzip of a big log takes a while.
+BUNDLE_TIMEOUT_S = 600.0
+
+
+def _since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.now(UTC) - parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+
+
+_since_option = click.option(
+    "--since", metavar="DURATION", help="Only lines from the last DURATION (30m, 24h, 7d, 1h30m)."
+)
+_json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+_logs_option = click.option(
+    "--logs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Read usage.jsonl from here instead of logs.dir (e.g. an unpacked bundle).",
+)
+
+
+@click.command("summarize")
+@_since_option
+@_json_option
+@_logs_option
+@click.pass_context
+def summarize(ctx: click.Context, since: str | None, as_json: bool, logs_dir: Path | None) -> None:
+    """Per-lane calls, errors, latency and tokens, A/B breakdowns, and what the offload saved."""
+    config = load_config(ctx)
+    start = _since(since)
+    lines = UsageLines(logs_dir or Path(config.logs.dir))
+    result = report.summarize(
+        lines, since=start, pricing=config.pricing, default_lane=config.routing.default_lane
+    )
+    result["window"]["skipped_lines"] = lines.skipped  # known only once the files were read
+    result["window"]["files"] = [str(path) for path in lines.files]
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(format_summary(result), nl=False)
+
+
+@click.command("verify")
+@click.option("--proof", is_flag=True, help="Print the log lines that justify each verdict.")
+@_since_option
+@_json_option
+@_logs_option
+@click.pass_context
+def verify(ctx: click.Context, proof: bool, since: str | None, as_json: bool, logs_dir: Path | None) -> None:
+    """Audit routing and header hygiene in the usage log. Exit 1 on any violation."""
+    config = load_config(ctx)
+    lines = UsageLines(logs_dir or Path(config.logs.dir))
+    audit = report.verify(lines, config, since=_since(since))
+    if lines.skipped:
+        audit.notes.append(f"{lines.skipped} unparseable line(s) skipped")
+    if as_json:
+        echo_json(audit.to_dict(proof=proof))
+    else:
+        click.echo(format_verify(audit, proof=proof), nl=False)
+    sys.exit(audit.exit_code)
+
+
+@click.command("bundle")
+@_json_option
+@click.pass_context
+def bundle(ctx: click.Context, as_json: bool) -> None:
+    """Write a review bundle (dir + .tgz) into bundle.dir now; by the daemon if it is running."""
+    config = load_config(ctx)
+    result: dict[str, Any]
+    try:
+        result = call(config.socket_path(), "bundle", timeout=BUNDLE_TIMEOUT_S)
+        where = "ccmitmd"
+    except DaemonNotRunning:
+        # No daemon: do it here. The lane keys are resolved from this shell's environment, so the
+        # exact-value scan covers them only if they are set here too (the patterns always apply).
+        result = make_bundle(config, paths.state_home(), datetime.now(UTC)).to_dict()
+        where = "ccctl (daemon not running)"
+    except ControlError as exc:
+        fail(str(exc))
+    if as_json:
+        echo_json(result)
+    elif result.get("ok"):
+        click.echo(f"bundle written by {where}: {result.get('path')}")
+        click.echo(f"archive: {result.get('archive')}")
+        click.echo(
+            f"{result.get('usage_lines', 0)} usage lines since {result.get('window_start')}; "
+            f"routing audit {'passed' if result.get('verify_ok') else 'FAILED (see VERIFY.txt)'}"
+        )
+        for path in result.get("pruned") or []:
+            click.echo(f"removed old bundle: {path}")
+    else:
+        click.echo(f"ccctl: bundle failed ({where}): {result.get('error')}", err=True)
+        for finding in result.get("findings") or []:
+            click.echo(f"  {finding}", err=True)
+    if not result.get("ok"):
+        sys.exit(1)

@@ -1,0 +1,471 @@
+"""The mitmproxy adapter: request facts in, a Route out, the request rewritten for its lane, the
+response tapped for usage on its way through, one usage record when the call ends.
+
+All decisions live in :mod:`ccmitm.core.routing` (where), :mod:`ccmitm.core.breaker` (whether a lane is
+healthy) and :mod:`ccmitm.core.crosslane` (what the default lane must not see); this module translates
+between mitmproxy flows and those pure types and never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from mitmproxy import http
+from mitmproxy.proxy.mode_specs import ReverseMode
+
+from ccmitm.core.breaker import AUTH, RATE_LIMIT, SERVER, Permit, is_breaker_failure
+from ccmitm.core.crosslane import strip_foreign_thinking
+from ccmitm.core.routing import Reason, RequestFacts, Route, decide, model_of
+from ccmitm.core.sse import Usage, UsageReader, is_event_stream
+from ccmitm.logs.usage import UsageRecord, clean_text, request_class_of
+from ccmitm.proxy.failover import DefaultLaneClient
+from ccmitm.proxy.state import LaneEndpoint, Runtime
+
+log = logging.getLogger(__name__)
+
+FLOW_KEY = "ccmitm"
+CLIENT_CREDENTIAL_HEADERS = ("x-api-key", "authorization")
+# Dropped on keyed lanes: Anthropic beta flags mean nothing (or something else) to a third party,
+# and nothing that could carry a credential of the user's may follow the request there.
+DROPPED_ON_KEYED_LANES = ("anthropic-beta", "cookie", "proxy-authorization")
+# Refusals worth one retry on the default lane: the lane is busy, broken, or has a bad key.
+FAILOVER_KINDS = frozenset({RATE_LIMIT, SERVER, AUTH})
+# Non-SSE replies up to this size (by content-length) are read whole instead of streamed.
+BUFFERED_REPLY_BYTES = 1024 * 1024
+# The same names as raw header bytes, for one pass over the fields instead of a pop per name.
+_STRIPPED_ON_KEYED_LANES = frozenset(
+    name.encode() for name in CLIENT_CREDENTIAL_HEADERS + DROPPED_ON_KEYED_LANES
+)
+
+
+HeaderFields = tuple[tuple[bytes, bytes], ...]
+
+
+def _pick_headers(fields: HeaderFields, wanted: frozenset[bytes]) -> dict[bytes, str]:
+    """The first value of each wanted (lower-case) header, in one pass over the raw fields: on the
+    hot path, mitmproxy's ``Headers.get()`` walks and re-encodes every field for every name."""
+    found: dict[bytes, str] = {}
+    for name, value in fields:
+        lowered = name.lower()
+        if lowered in wanted and lowered not in found:
+            found[lowered] = value.decode("utf-8", "surrogateescape")
+    return found
+
+
+@dataclass(frozen=True)
+class OriginalRequest:
+    """The client's request as it arrived, kept for a possible failover. Only references: header
+    fields are an immutable tuple and the body immutable bytes, so keeping them costs nothing
+    (``Request.copy()`` cost more than all of the routing on every offloaded call)."""
+
+    method: str
+    path: str
+    header_fields: HeaderFields
+    raw_content: bytes | None
+
+    @classmethod
+    def of(cls, request: http.Request) -> OriginalRequest:
+        return cls(request.method, request.path, request.headers.fields, request.raw_content)
+
+    def rebuild(self, template: http.Request) -> http.Request:
+        """A Request that is this one again (made only when a failover actually happens)."""
+        request = template.copy()
+        request.method = self.method
+        request.path = self.path
+        request.headers = http.Headers(self.header_fields)
+        request.raw_content = self.raw_content
+        return request
+
+
+@dataclass(frozen=True)
+class ClientHints:
+    """What Claude Code says about a call in its own headers, read once when the call is routed."""
+
+    session: str | None = None  # x-claude-code-session-id
+    request_class: str | None = None  # x-claude-code-request-class
+    agent_type: str | None = None  # x-claude-code-agent-type
+
+    @classmethod
+    def of(cls, fields: HeaderFields) -> ClientHints:
+        found = _pick_headers(fields, _HINT_HEADERS)
+        if not found:
+            return _NO_HINTS
+        return cls(
+            found.get(b"x-claude-code-session-id"),
+            found.get(b"x-claude-code-request-class"),
+            found.get(b"x-claude-code-agent-type"),
+        )
+
+
+_HINT_HEADERS = frozenset(
+    {b"x-claude-code-session-id", b"x-claude-code-request-class", b"x-claude-code-agent-type"}
+)
+_NO_HINTS = ClientHints()
+_RESPONSE_HEADERS = frozenset({b"content-type", b"content-encoding", b"content-length", b"retry-after"})
+
+
+@dataclass
+class FlowState:
+    route: Route
+    lane: LaneEndpoint
+    listener: str
+    path: str  # as the client sent it, without the query
+    model: str | None
+    stream_requested: bool
+    started: float
+    hints: ClientHints = _NO_HINTS
+    permit: Permit | None = None  # the breaker's permit for a keyed lane
+    original: OriginalRequest | None = None  # the client's request, kept for a possible failover
+    first_byte: float | None = None
+    last_byte: float | None = None
+    reader: UsageReader | None = None
+    buffered: bool = False  # a small non-SSE reply mitmproxy reads whole (not streamed through the tap)
+    failing_over: bool = False
+    outcome_recorded: bool = False
+    thinking_stripped: int | None = None
+    logged: bool = False
+
+
+def anthropic_error(status: int, error_type: str, message: str) -> http.Response:
+    """An error in the shape Anthropic's clients parse: {"type":"error","error":{...}}."""
+    body = {"type": "error", "error": {"type": error_type, "message": message}}
+    return http.Response.make(
+        status,
+        json.dumps(body).encode(),
+        {"content-type": "application/json", "x-ccmitm-error": error_type},
+    )
+
+
+def _listener(flow: http.HTTPFlow) -> str:
+    return "reverse" if isinstance(flow.client_conn.proxy_mode, ReverseMode) else "intercept"
+
+
+def _parse_body(request: http.Request) -> Any:
+    try:
+        return json.loads(request.get_content(strict=False) or b"")
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _serialise(body: Any) -> bytes:
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800") is valid JSON but not UTF-8
+        return json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def _error_text(flow: http.HTTPFlow, state: FlowState, read_timeout_s: float) -> str | None:
+    if flow.error is None:
+        return None
+    message = flow.error.msg or "error"
+    lowered = message.lower()
+    idle = time.time() - (state.last_byte or state.started)
+    # The idle check comes first: mitmproxy ends a stalled connection by closing the client side.
+    if idle >= read_timeout_s * 0.9:
+        text = f"upstream stalled: no data for {idle:.0f}s"
+    elif "client disconnected" in lowered:
+        text = "client abort"
+    elif flow.response is None:
+        text = f"connect failure: {message}"
+    else:
+        text = f"upstream drop: {message}"
+    return clean_text(text)
+
+
+class Router:
+    """The routing addon. ``sink`` receives one UsageRecord per upstream attempt."""
+
+    def __init__(self, runtime: Runtime, sink: Callable[[UsageRecord], None]):
+        self.runtime = runtime
+        self.sink = sink
+        self.in_flight = 0  # routed calls not yet finished: what a graceful stop waits for
+        self.failover_client = DefaultLaneClient()
+
+    # --- hooks ---------------------------------------------------------------------------------
+    def _too_large(self, flow: http.HTTPFlow, size: int) -> bool:
+        limit = self.runtime.active.config.proxy.max_body_bytes
+        if size <= limit:
+            return False
+        flow.response = anthropic_error(
+            413, "request_too_large", f"request body is larger than ccmitm's limit of {limit} bytes"
+        )
+        return True
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        length = flow.request.headers.get("content-length", "")
+        if length.isdigit():  # refuse before reading the body
+            self._too_large(flow, int(length))
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:  # already answered (e.g. rejected in requestheaders)
+            return
+        if self._too_large(flow, len(flow.request.raw_content or b"")):  # a chunked upload
+            return
+        try:
+            self._route(flow)
+        except Exception:
+            # A bug here must not forward a half-rewritten request: answer instead (clients retry).
+            log.exception("routing failed; answering 502")
+            if flow.metadata.pop(FLOW_KEY, None) is not None:
+                self.in_flight -= 1
+            flow.response = anthropic_error(502, "api_error", "ccmitm could not route this request")
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        state: FlowState | None = flow.metadata.get(FLOW_KEY)
+        if state is None or flow.response is None:
+            return
+        response = flow.response
+        headers = _pick_headers(response.headers.fields, _RESPONSE_HEADERS)
+        if state.permit is not None:
+            kind = is_breaker_failure(response.status_code, None)
+            self._record_outcome(state, kind, response.status_code, headers.get(b"retry-after"))
+            if kind in FAILOVER_KINDS and state.original is not None:
+                # Hold the refusal back (it is a small error body) so that the client sees only
+                # the default lane's answer; see response().
+                state.failing_over = True
+                return
+        reader = UsageReader(headers.get(b"content-type"), headers.get(b"content-encoding"))
+        state.reader = reader
+        length = headers.get(b"content-length", "")
+        if not reader.is_sse and length.isdigit() and int(length) <= BUFFERED_REPLY_BYTES:
+            # A small whole reply (JSON): let mitmproxy read it in one piece and read its usage in
+            # response(). Streaming it would only add mitmproxy's per-chunk work to every call.
+            state.first_byte = state.last_byte = time.time()
+            state.buffered = True
+            return
+
+        def tap(chunk: bytes) -> bytes:
+            if chunk:
+                now = time.time()
+                if state.first_byte is None:
+                    state.first_byte = now
+                state.last_byte = now
+            reader.feed(chunk)
+            return chunk
+
+        # Streamed: SSE event by event, and any reply too large (or of unknown length) to hold.
+        response.stream = tap
+
+    async def response(self, flow: http.HTTPFlow) -> None:
+        state: FlowState | None = flow.metadata.get(FLOW_KEY)
+        if state is not None and state.failing_over and not state.logged:
+            await self._failover(flow, state)
+            return
+        if state is not None and state.buffered and state.reader is not None and flow.response is not None:
+            state.reader.feed(flow.response.raw_content or b"")  # see responseheaders()
+            state.last_byte = time.time()
+        self._finish(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        state: FlowState | None = flow.metadata.get(FLOW_KEY)
+        if state is not None and state.permit is not None:
+            status = flow.response.status_code if flow.response else None
+            kind = is_breaker_failure(status, _error_text(flow, state, self._read_timeout()))
+            breaker = self.runtime.breakers.get(state.lane.name)
+            if not state.outcome_recorded:
+                self._record_outcome(state, kind, status, None)
+            elif kind is not None and breaker is not None:
+                breaker.record_failure(state.permit, kind, status)  # a good status, then the body broke
+        self._finish(flow)
+
+    # --- routing ---------------------------------------------------------------------------------
+    def _read_timeout(self) -> float:
+        return self.runtime.active.config.proxy.read_timeout_s
+
+    def _route(self, flow: http.HTTPFlow) -> None:
+        request = flow.request
+        snapshot = self.runtime.active
+        path = request.path.split("?", 1)[0]
+        body: Any = None
+        facts = RequestFacts(request.method, path, None)
+        if facts.is_messages or facts.is_count_tokens:
+            body = _parse_body(request)
+            facts = RequestFacts(request.method, path, model_of(body))
+        route = decide(facts, snapshot.table, self.runtime.conditions())
+        permit = None
+        if snapshot.lanes[route.lane].keyed:
+            breaker = self.runtime.breakers.get(route.lane)
+            permit = breaker.acquire() if breaker is not None else None
+            if permit is None:  # the half-open trial slot went to another request first
+                route = Route(snapshot.table.default_lane, Reason.BREAKER, route.rule)
+        lane = snapshot.lanes[route.lane]
+        state = FlowState(
+            route=route,
+            lane=lane,
+            listener=_listener(flow),
+            path=path,
+            model=facts.model,
+            stream_requested=isinstance(body, dict) and body.get("stream") is True,
+            started=request.timestamp_start or time.time(),
+            hints=ClientHints.of(request.headers.fields),
+            permit=permit,
+        )
+        if lane.keyed and snapshot.config.breaker.failover:
+            state.original = OriginalRequest.of(request)
+        if not lane.keyed and facts.is_messages and isinstance(body, dict):
+            stripped = strip_foreign_thinking(body, self.runtime.foreign_signatures.is_foreign)
+            if stripped.changed:
+                state.thinking_stripped = stripped.blocks
+                request.content = _serialise(body)
+        self._rewrite(request, lane, route, body)
+        flow.metadata[FLOW_KEY] = state
+        self.in_flight += 1
+
+    @staticmethod
+    def _rewrite(request: http.Request, lane: LaneEndpoint, route: Route, body: Any) -> None:
+        # Order matters for the credential promise: destination first, credentials last (the
+        # client's out and the lane key in at once), so a failure part-way never sends a key astray.
+        query = request.path.partition("?")[1:]
+        request.scheme = lane.scheme
+        request.data.host = lane.host  # the port setter below updates Host/:authority for both
+        request.port = lane.port
+        if lane.prefix:
+            request.path = lane.prefix + request.path.split("?", 1)[0] + "".join(query)
+        if route.upstream_model is not None and isinstance(body, dict):
+            body["model"] = route.upstream_model
+            request.content = _serialise(body)
+        if lane.keyed:
+            # The client's credentials out and the lane key in, in one assignment of the fields.
+            assert lane.auth_field is not None, "decide() never routes to a lane without a key"
+            headers = request.headers
+            headers.fields = (
+                *(f for f in headers.fields if f[0].lower() not in _STRIPPED_ON_KEYED_LANES),
+                lane.auth_field,
+            )
+
+    # --- breaker and failover --------------------------------------------------------------------
+    def _record_outcome(
+        self, state: FlowState, kind: str | None, status: int | None, retry_after: str | None
+    ) -> None:
+        breaker = self.runtime.breakers.get(state.lane.name)
+        if breaker is None or state.permit is None or state.outcome_recorded:
+            return
+        state.outcome_recorded = True
+        if kind is None:
+            if status is None:  # no outcome (client went away first): give a trial slot back
+                breaker.release(state.permit)
+            elif breaker.record_success(state.permit) is not None:
+                log.warning("lane %s is healthy again: breaker closed", state.lane.name)
+            return
+        if breaker.record_failure(state.permit, kind, status, retry_after) is not None:
+            snapshot = breaker.snapshot()
+            log.warning(
+                "lane %s breaker OPEN (%s): its traffic goes to %s until %s",
+                state.lane.name,
+                snapshot.get("message") or kind,
+                self.runtime.active.config.routing.default_lane,
+                snapshot.get("retry_at"),
+            )
+
+    async def _failover(self, flow: http.HTTPFlow, state: FlowState) -> None:
+        """Answer a call the offload lane refused from the default lane (at most once)."""
+        assert state.original is not None and flow.response is not None
+        snapshot = self.runtime.active
+        default = snapshot.lanes[snapshot.table.default_lane]
+        refused = flow.response
+        self._finish(flow, error=f"refused with {refused.status_code}; failed over to {default.name}")
+        attempt = FlowState(
+            route=Route(default.name, Reason.FAILOVER, state.route.rule),
+            lane=default,
+            listener=state.listener,
+            path=state.path,
+            model=state.model,
+            stream_requested=state.stream_requested,
+            started=time.time(),
+            hints=state.hints,
+            thinking_stripped=state.thinking_stripped,
+        )
+        self.in_flight += 1
+        original = state.original.rebuild(flow.request)
+        body = _parse_body(original)
+        foreign = self.runtime.foreign_signatures.is_foreign
+        if isinstance(body, dict) and strip_foreign_thinking(body, foreign).changed:
+            original.content = _serialise(body)
+        error: str | None = None
+        response: http.Response | None = None
+        try:
+            response = await self.failover_client.send(original, default, self._read_timeout())
+        except Exception as exc:
+            error = clean_text(f"failover to {default.name} failed: {type(exc).__name__}: {exc}")
+            log.warning("%s", error)
+        if response is not None:
+            attempt.first_byte = attempt.last_byte = time.time()
+            reader = UsageReader(response.headers.get("content-type"), None)
+            reader.feed(response.content or b"")
+            attempt.reader = reader
+            flow.response = response  # the client never saw the refusal
+        self._emit(flow, attempt, flow.response if response is not None else None, error, attempt_of=flow.id)
+
+    # --- accounting ------------------------------------------------------------------------------
+    def _finish(self, flow: http.HTTPFlow, error: str | None = None) -> None:
+        state: FlowState | None = flow.metadata.get(FLOW_KEY)
+        if state is None or state.logged:
+            return
+        error = error or _error_text(flow, state, self._read_timeout())
+        self._emit(flow, state, flow.response, error)
+
+    def _emit(
+        self,
+        flow: http.HTTPFlow,
+        state: FlowState,
+        response: http.Response | None,
+        error: str | None,
+        attempt_of: str | None = None,
+    ) -> None:
+        state.logged = True
+        self.in_flight -= 1
+        usage: Usage | None = state.reader.close() if state.reader else None
+        if error is None and usage is not None and usage.error_type:
+            error = f"upstream error event: {usage.error_type}"
+        if usage is not None and state.lane.keyed and usage.signatures:
+            self.runtime.foreign_signatures.add_all(usage.signatures)
+        if state.reader is not None:
+            is_sse = state.reader.is_sse
+        else:  # no reader: a refusal held back for failover, or no response at all
+            is_sse = response is not None and is_event_stream(response.headers.get("content-type"))
+        record = UsageRecord(
+            ts=datetime.fromtimestamp(state.started, UTC).isoformat(timespec="milliseconds"),
+            id=str(uuid.uuid4()) if attempt_of else flow.id,
+            listener=state.listener,
+            lane=state.route.lane,
+            rule=clean_text(state.route.rule),
+            reason=str(state.route.reason),
+            method=clean_text(flow.request.method, 16) or "",
+            path=clean_text(state.path) or "",
+            model=clean_text(state.model),
+            upstream_model=clean_text(state.route.upstream_model or state.model),
+            status=response.status_code if response else None,
+            stream=is_sse or state.stream_requested,
+            ttfb_ms=_ms(state.first_byte - state.started) if state.first_byte else None,
+            duration_ms=_ms(time.time() - state.started),
+            input_tokens=usage.input_tokens if usage else None,
+            output_tokens=usage.output_tokens if usage else None,
+            cache_read_input_tokens=usage.cache_read_input_tokens if usage else None,
+            cache_creation_input_tokens=usage.cache_creation_input_tokens if usage else None,
+            header_mode=state.lane.header_mode,
+            http_version=flow.request.http_version,
+            upstream_http_version=response.http_version if response else None,
+            session=clean_text(state.hints.session, 80),
+            error=clean_text(error),
+            attempt_of=attempt_of,
+            thinking_stripped=state.thinking_stripped,
+            request_class=request_class_of(state.hints.request_class),
+            agent_type=clean_text(state.hints.agent_type, 40),
+        )
+        failed = error is not None or record.status is None or record.status >= 400
+        self.runtime.record(record, failed)
+        self.sink(record)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+__all__ = ["FLOW_KEY", "Router", "anthropic_error"]

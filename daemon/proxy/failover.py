@@ -1,0 +1,75 @@
+"""The one failover: re-send a request the offload lane refused to the default lane, as the client
+wrote it, with the client's own credentials.
+
+mitmproxy cannot splice a second upstream into a flow it is already answering, so this hop is made
+with an HTTP client of our own and its answer replaces the refused one whole. That only ever
+happens before the client has seen a single byte (the refusal is held back), and at most once per
+call: Claude Code retries by itself, and a second retry loop would multiply load.
+"""
+
+from __future__ import annotations
+
+import httpx
+from mitmproxy import http
+
+from ccmitm.proxy.state import LaneEndpoint
+
+# Hop-by-hop and framing headers belong to each connection, not to the request.
+_NOT_FORWARDED = frozenset(
+    {
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "content-length",
+        "accept-encoding",
+    }
+)
+_NOT_RETURNED = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
+)
+
+
+class DefaultLaneClient:
+    """A lazily created async HTTP client for failover hops; never reads proxy settings from env."""
+
+    def __init__(self) -> None:
+        self._client: httpx.AsyncClient | None = None
+
+    async def send(self, original: http.Request, lane: LaneEndpoint, timeout_s: float) -> http.Response:
+        if lane.keyed:
+            raise ValueError("failover only goes to a pass-through lane")
+        if self._client is None:
+            # trust_env=False: an HTTPS_PROXY in the daemon's environment could point back at us.
+            self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+        headers = [
+            (name, value)
+            for name, value in original.headers.items(multi=True)
+            if name.lower() not in _NOT_FORWARDED
+        ]
+        headers.append(("accept-encoding", "identity"))
+        url = f"{lane.scheme}://{lane.host}:{lane.port}{lane.prefix}{original.path}"
+        response = await self._client.request(
+            original.method,
+            url,
+            headers=headers,
+            content=original.raw_content or b"",
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 15.0)),
+        )
+        body = response.content
+        returned = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _NOT_RETURNED]
+        returned.append(("content-length", str(len(body))))
+        result = http.Response.make(response.status_code, body)
+        result.headers = http.Headers([(k.encode(), v.encode()) for k, v in returned])
+        result.http_version = response.http_version
+        return result
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

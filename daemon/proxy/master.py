@@ -1,0 +1,177 @@
+"""Owns the embedded mitmproxy Master: which addons, which options, which listeners.
+
+A plain Master with only the addons ccmitm needs (no DumpMaster: its ErrorCheck exits the process
+on any startup ERROR record). Options are derived from the config in one pure function so a reload
+can compute and apply them as one ``options.update``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mitmproxy import options
+from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
+from mitmproxy.master import Master
+
+from ccmitm.config.load import Config
+from ccmitm.proxy.state import LaneEndpoint
+
+log = logging.getLogger(__name__)
+
+
+CA_PRIVATE_FILES = ("mitmproxy-ca.pem", "mitmproxy-ca.p12")
+
+
+def secure_confdir(confdir: Path) -> list[str]:
+    """The CA's private key opens every TLS session we intercept: keep it and its directory
+    owner-only. mitmproxy writes new keys 0600 but never re-checks existing ones, so repair here."""
+    repaired: list[str] = []
+    if not confdir.is_dir():
+        return repaired
+    if confdir.stat().st_mode & 0o077:
+        confdir.chmod(0o700)
+        repaired.append(str(confdir))
+    for name in CA_PRIVATE_FILES:
+        path = confdir / name
+        if path.is_file() and path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+            repaired.append(str(path))
+    for item in repaired:
+        log.warning("tightened permissions of %s (the CA private key must be yours alone)", item)
+    return repaired
+
+
+class ListenerError(RuntimeError):
+    """A listener could not start (port taken, bad address)."""
+
+
+def _host_pattern(host: str, port: int | None = None) -> str:
+    # allow_hosts is matched with re.search against "host:port": anchor it, so that
+    # "api.anthropic.com.evil.example" is not decrypted.
+    return f"^{re.escape(host)}:{port if port is not None else r'\d+'}$"
+
+
+def listener_modes(config: Config) -> list[str]:
+    proxy = config.proxy
+    modes = [f"regular@{proxy.port}"]
+    if proxy.reverse_port is not None:
+        modes.append(f"reverse:{config.default_lane.url}@{proxy.reverse_port}")
+    return modes
+
+
+def mitmproxy_options(config: Config) -> dict[str, Any]:
+    """The mitmproxy option values for a config."""
+    proxy = config.proxy
+    allow = [_host_pattern(host) for host in proxy.intercept_hosts]
+    if proxy.reverse_port is not None:
+        # The reverse listener's target must be allowed too, or mitmproxy tunnels its traffic
+        # as raw TCP past the addon: unrouted and unlogged.
+        target = LaneEndpoint.build(config.routing.default_lane, config.default_lane, None)
+        allow.append(_host_pattern(target.host, target.port))
+    return {
+        "listen_host": proxy.host,
+        "mode": listener_modes(config),
+        "confdir": proxy.confdir,
+        "http2": proxy.http2,
+        "allow_hosts": allow,
+        # Connect upstream only once the request is routed: the CONNECT host is rarely where
+        # the request ends up.
+        "connection_strategy": "lazy",
+        # A memory backstop only: the addon refuses bodies over max_body_bytes itself, with an
+        # Anthropic-shaped 413 (mitmproxy checks first, so its limit sits far above ours: only a
+        # body over 4x the limit gets mitmproxy's plain-text 413).
+        "body_size_limit": str(4 * proxy.max_body_bytes),
+        "keep_host_header": False,
+        "tcp_timeout": int(max(proxy.read_timeout_s, 1)),
+    }
+
+
+@dataclass(frozen=True)
+class ListenerInfo:
+    mode: str
+    addresses: tuple[tuple[str, int], ...]
+
+
+class Proxy:
+    """The running mitmproxy. Create and use on the event loop's thread."""
+
+    def __init__(self, config: Config, addons: list[Any]):
+        self.master = Master(options.Options(), with_termlog=False)
+        self.master.addons.add(
+            core.Core(),
+            proxyserver.Proxyserver(),
+            next_layer.NextLayer(),
+            tlsconfig.TlsConfig(),
+            *addons,
+        )
+        self._initial = mitmproxy_options(config)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def _proxyserver(self) -> proxyserver.Proxyserver:
+        return self.master.addons.get("proxyserver")
+
+    async def start(self, timeout: float = 15.0) -> None:
+        self.master.options.update(**self._initial)
+        self._task = asyncio.create_task(self.master.run(), name="mitmproxy")
+        await self._wait_listening(timeout)
+
+    async def _wait_listening(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            servers = list(self._proxyserver.servers)
+            failed = [s for s in servers if s.last_exception is not None]
+            if failed:
+                raise ListenerError("; ".join(f"{s.mode.full_spec}: {s.last_exception}" for s in failed))
+            if servers and all(s.is_running for s in servers):
+                return
+            if self._task is not None and self._task.done():
+                self._task.result()
+                raise ListenerError("mitmproxy stopped during start")
+            if loop.time() > deadline:
+                raise ListenerError("listeners did not start in time")
+            await asyncio.sleep(0.02)
+
+    def listeners(self) -> list[ListenerInfo]:
+        return [
+            ListenerInfo(s.mode.full_spec, tuple((a[0], a[1]) for a in s.listen_addrs))
+            for s in self._proxyserver.servers
+        ]
+
+    async def apply(self, config: Config) -> None:
+        """Apply a new config's options in one update; listeners are re-bound only if they changed."""
+        wanted = mitmproxy_options(config)
+        current = {name: getattr(self.master.options, name) for name in wanted}
+        changed = {
+            name: value
+            for name, value in wanted.items()
+            if (list(value) if isinstance(value, (list, tuple)) else value)
+            != (list(current[name]) if isinstance(current[name], (list, tuple)) else current[name])
+        }
+        if not changed:
+            return
+        self.master.options.update(**changed)
+        if "mode" in changed or "listen_host" in changed:
+            await self._wait_listening(15.0)
+
+    def listening(self) -> bool:
+        servers = list(self._proxyserver.servers)
+        return bool(servers) and all(s.is_running for s in servers)
+
+    async def stop_listening(self) -> None:
+        """Close the listening sockets; connections already accepted carry on."""
+        await self._proxyserver.servers.update([])
+
+    async def shutdown(self) -> None:
+        await self.stop_listening()
+        self.master.shutdown()
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._task, 10)

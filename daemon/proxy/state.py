@@ -1,0 +1,277 @@
+"""The daemon's changing state, in one object the supervisor owns and hands to the addon.
+
+``Runtime.active`` is an immutable snapshot (config, compiled routing table, lane endpoints with
+their keys). A reload builds a whole new snapshot and swaps the one reference; a request reads the
+reference once and keeps that snapshot for its whole life.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ccmitm.config.load import Config, LaneConfig, LaneKey, LoadedConfig, resolve_lane_key
+from ccmitm.core.breaker import CircuitBreaker
+from ccmitm.core.crosslane import SignatureRegistry
+from ccmitm.core.routing import LaneConditions, RoutingTable
+from ccmitm.logs.usage import TOKEN_FIELDS, UNMARKED, UsageRecord
+from ccmitm.paths import write_private
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LaneEndpoint:
+    """Where a lane's requests go and how they authenticate. ``key`` is never shown."""
+
+    name: str
+    scheme: str
+    host: str
+    port: int
+    prefix: str  # path prefix kept in front of the request path, e.g. "/api/anthropic"
+    header_mode: str  # "x-api-key", "authorization" or "passthrough"
+    key: str | None = field(default=None, repr=False)
+    problem: str | None = None  # why a keyed lane has no key
+
+    @property
+    def keyed(self) -> bool:
+        return self.header_mode != "passthrough"
+
+    @property
+    def available(self) -> bool:
+        return not self.keyed or self.key is not None
+
+    @cached_property
+    def auth_field(self) -> tuple[bytes, bytes] | None:
+        """The lane key as the one header field a keyed lane's requests carry (built once)."""
+        if not self.keyed or self.key is None:
+            return None
+        if self.header_mode == "authorization":
+            return (b"authorization", f"Bearer {self.key}".encode())
+        return (b"x-api-key", self.key.encode())
+
+    @classmethod
+    def build(cls, name: str, lane: LaneConfig, key: LaneKey | None) -> LaneEndpoint:
+        parts = urlsplit(lane.url)
+        scheme = parts.scheme
+        port = parts.port or (443 if scheme == "https" else 80)
+        return cls(
+            name=name,
+            scheme=scheme,
+            host=parts.hostname or "",
+            port=port,
+            prefix=parts.path.rstrip("/"),
+            header_mode=lane.effective_header_mode,
+            key=key.value if key else None,
+            problem=key.problem if key else None,
+        )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    loaded: LoadedConfig
+    table: RoutingTable
+    lanes: Mapping[str, LaneEndpoint]
+
+    @property
+    def config(self) -> Config:
+        return self.loaded.config
+
+    @cached_property
+    def unavailable(self) -> frozenset[str]:
+        return frozenset(name for name, lane in self.lanes.items() if not lane.available)
+
+    @classmethod
+    def build(cls, loaded: LoadedConfig, environ: Mapping[str, str] = os.environ) -> Snapshot:
+        config = loaded.config
+        lanes = {
+            name: LaneEndpoint.build(name, lane, resolve_lane_key(lane, environ))
+            for name, lane in config.lanes.items()
+        }
+        return cls(loaded, RoutingTable.from_config(config), lanes)
+
+
+class LatencyWindow:
+    """The last ``size`` durations, for p50/p95 without unbounded memory."""
+
+    def __init__(self, size: int = 1000):
+        self._recent: deque[float] = deque(maxlen=size)
+
+    def add(self, value: float) -> None:
+        self._recent.append(value)
+
+    def percentile(self, fraction: float) -> float | None:
+        if not self._recent:
+            return None
+        ordered = sorted(self._recent)
+        index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+        return round(ordered[index], 1)
+
+
+#: The token counters a lane keeps, as named in the usage record and in ``status``.
+
+
+@dataclass
+class LaneStats:
+    requests: int = 0
+    errors: int = 0
+    durations: LatencyWindow = field(default_factory=LatencyWindow)
+    # Calls per Claude Code request class ("unmarked" when the client sent none); the keys are a
+    # closed vocabulary (see usage.request_class_of), so this stays small.
+    request_classes: Counter[str] = field(default_factory=Counter)
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_FIELDS, 0))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "p50_ms": self.durations.percentile(0.5),
+            "p95_ms": self.durations.percentile(0.95),
+            "by_request_class": dict(sorted(self.request_classes.items())),
+            "tokens": dict(self.tokens),
+        }
+
+
+@dataclass(frozen=True)
+class PauseOverride:
+    """A persisted ccctl pause/resume; it wins over the config until the config's value changes."""
+
+    paused: bool
+    at: str
+    by: str
+
+
+class PauseStore:
+    """The kill-switch's persisted state: a small JSON file in the state dir (0600)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def load(self) -> PauseOverride | None:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            return PauseOverride(bool(data["paused"]), str(data["at"]), str(data["by"]))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable pause state %s: %s", self.path, exc)
+            return None
+
+    def save(self, override: PauseOverride | None) -> None:
+        if override is None:
+            self.path.unlink(missing_ok=True)
+            return
+        data = {"paused": override.paused, "at": override.at, "by": override.by}
+        write_private(self.path, json.dumps(data).encode())
+
+
+class Runtime:
+    """Everything that changes while the daemon runs. Touched from the event loop only."""
+
+    def __init__(self, snapshot: Snapshot, pause_store: PauseStore | None = None):
+        self.active = snapshot
+        self.started_at = datetime.now(UTC)
+        self.started_monotonic = time.monotonic()
+        self.pause_store = pause_store
+        self.pause_override = pause_store.load() if pause_store else None
+        self.stats: dict[str, LaneStats] = {}
+        self.last_reload_error: str | None = None
+        self.last_reload_error_at: str | None = None
+        self.breakers: dict[str, CircuitBreaker] = {}
+        # Signatures (as digests) of thinking blocks the offload lanes made: stripped on the way
+        # to the default lane, which would reject them.
+        self.foreign_signatures = SignatureRegistry()
+        self._sync_breakers(None)
+
+    # --- kill-switch -----------------------------------------------------------------------------
+    @property
+    def paused(self) -> bool:
+        if self.pause_override is not None:
+            return self.pause_override.paused
+        return self.active.config.routing.paused
+
+    @property
+    def paused_source(self) -> str:
+        if self.pause_override is not None:
+            where = self.pause_store.path if self.pause_store else "memory"
+            return f"{self.pause_override.by} at {self.pause_override.at} (state file {where})"
+        for override in self.active.loaded.overrides:
+            if override.startswith("OFFLOAD_PAUSED"):
+                return "environment OFFLOAD_PAUSED=1"
+        return f"config routing.paused ({self.active.loaded.source})"
+
+    def set_paused(self, paused: bool, by: str) -> None:
+        self.pause_override = PauseOverride(paused, datetime.now(UTC).isoformat(timespec="seconds"), by)
+        if self.pause_store:
+            self.pause_store.save(self.pause_override)
+
+    # --- config swap -----------------------------------------------------------------------------
+    def swap(self, snapshot: Snapshot) -> None:
+        previous = self.active
+        self.active = snapshot
+        self._sync_breakers(previous)
+        self.last_reload_error = None
+        self.last_reload_error_at = None
+        # An edit of routing.paused in the file is the newest word on the kill-switch.
+        if previous.config.routing.paused != snapshot.config.routing.paused and self.pause_override:
+            self.pause_override = None
+            if self.pause_store:
+                self.pause_store.save(None)
+
+    def _sync_breakers(self, previous: Snapshot | None) -> None:
+        """One breaker per keyed lane; settings follow the config; a new key starts a lane afresh."""
+        settings = self.active.config.breaker
+        wanted = {name for name, lane in self.active.lanes.items() if lane.keyed}
+        for name in list(self.breakers):
+            if name not in wanted:
+                del self.breakers[name]
+        for name in wanted:
+            breaker = self.breakers.get(name)
+            if breaker is None:
+                label = "Z.AI" if "z.ai" in self.active.config.lanes[name].url else name
+                self.breakers[name] = CircuitBreaker.from_config(name, settings, label=label)
+                continue
+            breaker.reconfigure(settings.failures, settings.window_s, settings.cooldown_s)
+            before = previous.lanes.get(name) if previous else None
+            if before is not None and before.key != self.active.lanes[name].key:
+                breaker.reset()
+
+    def reload_failed(self, message: str) -> None:
+        self.last_reload_error = message
+        self.last_reload_error_at = datetime.now(UTC).isoformat(timespec="seconds")
+
+    # --- per-request inputs and outputs ------------------------------------------------------------
+    def conditions(self) -> LaneConditions:
+        open_lanes = frozenset(
+            name for name, breaker in self.breakers.items() if not breaker.allows_request()
+        )
+        return LaneConditions(
+            paused=self.paused,
+            unavailable=self.active.unavailable,
+            breaker_open=open_lanes,
+        )
+
+    def record(self, record: UsageRecord, failed: bool) -> None:
+        """Count one finished call for status: requests, errors, latency, request class, tokens."""
+        stats = self.stats.setdefault(record.lane, LaneStats())
+        stats.requests += 1
+        stats.request_classes[record.request_class or UNMARKED] += 1
+        if failed:
+            stats.errors += 1
+        if record.duration_ms is not None:
+            stats.durations.add(record.duration_ms)
+        for name in TOKEN_FIELDS:
+            stats.tokens[name] += getattr(record, name) or 0
+
+    def uptime_s(self) -> float:
+        return round(time.monotonic() - self.started_monotonic, 1)

@@ -1,0 +1,522 @@
+"""The review bundle: recent usage, metrics, the routing audit, config, daemon log -> dir + .tgz.
+
+Everything is assembled in a private staging directory under the state dir, scrubbed with
+:func:`redact_text`, then scanned (directory and tarball) with :func:`scan_tree`, including the
+lane keys' own values. Only a bundle that scans clean is moved into ``bundle.dir`` (usually
+~/Downloads, which may be synced or shared), and it is scanned again there; on any finding it is
+removed and the run fails. Retention only ever touches names this module makes:
+``<prefix>-YYYYmmdd-HHMMSS`` (directory) and ``<prefix>-YYYYmmdd-HHMMSS.tgz`` (file).
+
+Blocking from start to end (file I/O, gzip): the daemon runs it in a thread executor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import platform
+import re
+import shutil
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import yaml
+
+from ccmitm import __version__
+from ccmitm.config.load import Config, resolve_lane_keys
+from ccmitm.logs.daemonlog import DAEMON_LOG
+from ccmitm.logs.files import all_files, read_lines
+from ccmitm.logs.usage import USAGE_FILE
+from ccmitm.paths import ensure_private_dir, write_private
+from ccmitm.reports.html import render_report
+from ccmitm.reports.records import UsageLines, format_verify, parse_ts, summarize, verify
+from ccmitm.reports.secretscan import Finding, redact_text, scan_tree
+
+STATE_FILE = "bundle-state.json"
+STAGING_DIR = "bundle-staging"
+LOCK_FILE = "bundle.lock"
+#: Staging entries older than this are leftovers of a crashed run.
+STALE_STAGING_S = 6 * 3600
+STAMP_FORMAT = "%Y%m%d-%H%M%S"
+#: A bundle always covers at least this much, even right after the previous one.
+MIN_WINDOW = timedelta(hours=24)
+#: Proof lines per check in VERIFY.txt (the full lines are in usage.jsonl anyway).
+VERIFY_PROOF_KEEP = 50
+FILE_MODE = 0o600
+
+README = """\
+ccmitm review bundle {name}
+created {created} by ccmitm {version}
+usage window: {window_start} .. {created} (since the previous successful bundle, at least 24 h)
+
+Files
+- README.txt            this file.
+- usage.jsonl           the usage log lines in the window, one JSON object per call (lane, rule,
+                        reason, model, status, latency, tokens, header mode, HTTP versions). It
+                        never held keys, headers or bodies; it was scrubbed anyway.
+- METRICS.json          `ccctl summarize --json` over usage.jsonl: per lane calls, errors,
+                        p50/p95 duration and time to first byte, tokens, breakdowns by header
+                        mode and HTTP version, and the offload savings estimate.
+- VERIFY.txt            `ccctl verify --proof` over usage.jsonl: the routing and header-hygiene
+                        audit, one line per check, the verdict, and the log lines behind it.
+- REPORT.html           a self-contained page (no network, no external scripts): calls and
+                        p50/p95 latency per lane over the window as charts, and the verdict.
+- config.redacted.yaml  the effective configuration the bundle was made with. Lane keys are
+                        never part of the config (they come from the environment or a key file).
+- daemon.log            ccmitmd's own log (start, reloads, warnings, errors) for the window,
+                        scrubbed.
+- VERSION.txt           ccmitm, mitmproxy and Python versions and the platform.
+
+Scrubbing: every file was passed through ccmitm's secret redaction (sk-ant-... keys and OAuth
+tokens, Bearer tokens, x-api-key values, Z.AI keys, and the configured lane keys' exact values),
+then the directory and the .tgz were scanned for the same; a bundle with any finding is deleted,
+never kept. Redacted text reads [REDACTED:<kind>].
+"""
+
+
+# --- last-run state ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunRecord:
+    """One bundle run as remembered in ``<state dir>/bundle-state.json``."""
+
+    at: datetime  # when the run started (the ``now`` it was given)
+    path: str | None  # the bundle directory; None when the run failed
+    ok: bool
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"at": self.at.isoformat(), "path": self.path, "ok": self.ok, "error": self.error}
+
+    to_dict = as_dict
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RunRecord | None:
+        if not isinstance(data, Mapping):
+            return None
+        stamp = parse_ts(data.get("at"))
+        if stamp is None:
+            return None
+        path = data.get("path")
+        error = data.get("error")
+        return cls(
+            at=stamp,
+            path=path if isinstance(path, str) else None,
+            ok=data.get("ok") is True,
+            error=error if isinstance(error, str) else None,
+        )
+
+
+def _read_state(state_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((Path(state_dir) / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # missing or damaged: behave as if no bundle was ever made
+    return data if isinstance(data, dict) else {}
+
+
+def load_last_run(state_dir: Path) -> RunRecord | None:
+    """The most recent run, successful or not (None if there never was one)."""
+    return RunRecord.from_dict(_read_state(state_dir).get("last_run"))
+
+
+def load_last_success(state_dir: Path) -> RunRecord | None:
+    """The most recent successful run: where the next bundle's usage window starts."""
+    return RunRecord.from_dict(_read_state(state_dir).get("last_success"))
+
+
+def record_run(
+    state_dir: Path, *, at: datetime, path: str | Path | None, ok: bool, error: str | None = None
+) -> RunRecord:
+    """Remember a run (atomically: temp file + rename, 0600). A failure keeps the last success."""
+    state_dir = ensure_private_dir(Path(state_dir))
+    run = RunRecord(at=at, path=str(path) if path is not None else None, ok=ok, error=error)
+    state = _read_state(state_dir)
+    state["last_run"] = run.as_dict()
+    if ok:
+        state["last_success"] = run.as_dict()
+    write_private(state_dir / STATE_FILE, (json.dumps(state, indent=2) + "\n").encode())
+    return run
+
+
+# --- names and retention -------------------------------------------------------------------------
+def bundle_name(prefix: str, stamp: datetime) -> str:
+    return f"{prefix}-{stamp.strftime(STAMP_FORMAT)}"
+
+
+def _name_pattern(prefix: str) -> re.Pattern[str]:
+    return re.compile(rf"^{re.escape(prefix)}-(\d{{8}}-\d{{6}})(\.tgz)?$")
+
+
+def list_bundles(directory: Path, prefix: str) -> dict[str, list[Path]]:
+    """Bundles this module made in ``directory``: stamp -> [dir and/or .tgz]. Nothing else matches.
+
+    A directory counts only as a real directory and a .tgz only as a regular file (never a
+    symlink), and the stamp must be a real date: a stray file that merely looks similar is left.
+    """
+    pattern = _name_pattern(prefix)
+    found: dict[str, list[Path]] = {}
+    if not directory.is_dir():
+        return found
+    for entry in directory.iterdir():
+        match = pattern.match(entry.name)
+        if not match or entry.is_symlink():
+            continue
+        try:
+            datetime.strptime(match.group(1), STAMP_FORMAT)
+        except ValueError:
+            continue
+        is_archive = match.group(2) is not None
+        if (is_archive and entry.is_file()) or (not is_archive and entry.is_dir()):
+            found.setdefault(match.group(1), []).append(entry)
+    return found
+
+
+def prune_bundles(directory: Path, prefix: str, keep: int, protect: str | None = None) -> list[Path]:
+    """Remove all but the newest ``keep`` bundles (dir + .tgz). ``protect`` (a name) is never removed."""
+    bundles = list_bundles(directory, prefix)
+    removed: list[Path] = []
+    protected_stamp = protect.removeprefix(f"{prefix}-") if protect else None
+    for stamp in sorted(bundles, reverse=True)[max(keep, 0) :]:
+        if stamp == protected_stamp:  # a clock that went backwards must not eat the new bundle
+            continue
+        for path in bundles[stamp]:
+            _remove(path)
+            removed.append(path)
+    return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+# --- the bundle ----------------------------------------------------------------------------------
+@dataclass
+class BundleResult:
+    ok: bool
+    started: str
+    path: str | None = None  # the bundle directory
+    archive: str | None = None  # the .tgz
+    window_start: str | None = None
+    usage_lines: int = 0
+    skipped_lines: int = 0
+    verify_ok: bool | None = None  # the routing audit's verdict inside the bundle
+    findings: list[str] = field(default_factory=list)  # file:line: kind, never the secret
+    pruned: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    to_dict = as_dict
+
+
+class BundleError(RuntimeError):
+    def __init__(self, message: str, findings: list[Finding] | None = None):
+        super().__init__(message)
+        self.findings = findings or []
+
+
+def _aware(now: datetime) -> datetime:
+    return now if now.tzinfo else now.astimezone()
+
+
+def _local(now: datetime, timezone: str | None) -> datetime:
+    """The stamp in the bundle's stated zone (config), else the machine's local time."""
+    return now.astimezone(ZoneInfo(timezone)) if timezone else now.astimezone()
+
+
+def _write(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def _lane_key_values(config: Config, lane_keys: Mapping[str, str | None] | None) -> dict[str, str]:
+    if lane_keys is None:
+        resolved = resolve_lane_keys(config)
+        return {name: key.value for name, key in resolved.items() if key.value}
+    return {name: value for name, value in lane_keys.items() if value}
+
+
+def _copy_usage(
+    logs_dir: Path, target: Path, window_start: datetime, keys: Mapping[str, str]
+) -> tuple[int, int]:
+    """Usage lines at or after ``window_start`` -> ``target`` (scrubbed). Returns (lines, skipped)."""
+    written = skipped = 0
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        for path in all_files(logs_dir / USAGE_FILE):
+            for raw in read_lines(path):
+                text = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if not text.strip():
+                    continue
+                try:
+                    record = json.loads(text)
+                except ValueError:
+                    skipped += 1
+                    continue
+                stamp = parse_ts(record.get("ts")) if isinstance(record, dict) else None
+                if stamp is None:
+                    skipped += 1
+                    continue
+                if stamp < window_start:
+                    continue
+                out.write(redact_text(text, keys) + "\n")
+                written += 1
+    return written, skipped
+
+
+def _copy_daemon_log(state_dir: Path, target: Path, window_start: datetime, keys: Mapping[str, str]) -> None:
+    """The daemon's log files touched within the window (rotated ones too), oldest first, scrubbed."""
+    cutoff = window_start.timestamp()
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        for path in all_files(state_dir / DAEMON_LOG):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    continue  # last written before the window: all of it is older
+            except FileNotFoundError:
+                continue
+            for raw in read_lines(path):
+                out.write(redact_text(raw.decode("utf-8", "replace").rstrip("\r\n"), keys) + "\n")
+
+
+def _copy_endurance(state_dir: Path, target: Path, keys: Mapping[str, str]) -> None:
+    """The newest `ccctl endurance` evidence (SUMMARY.md, TESTS.md, METRICS.json, VERIFY.txt), scrubbed."""
+    from ccmitm.endurance.run import EVIDENCE_FILES, latest_evidence
+
+    source = latest_evidence(state_dir)
+    if source is None:
+        return
+    target.mkdir(mode=0o700)
+    for name in EVIDENCE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            _write(
+                target / name,
+                redact_text((source / name).read_text(encoding="utf-8", errors="replace"), keys),
+            )
+
+
+def _versions() -> str:
+    def dist(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return (
+        f"ccmitm {__version__}\n"
+        f"mitmproxy {dist('mitmproxy')}\n"
+        f"apscheduler {dist('apscheduler')}\n"
+        f"python {platform.python_version()} ({sys.implementation.name})\n"
+        f"platform {platform.platform()}\n"
+    )
+
+
+def _config_yaml(config: Config, keys: Mapping[str, str]) -> str:
+    text = "# the effective ccmitm configuration (lane keys are never part of it)\n"
+    text += yaml.safe_dump(config.redacted(), sort_keys=False, default_flow_style=False)
+    return redact_text(text, keys)
+
+
+def _tar(source: Path, archive: Path) -> None:
+    def scrub_owner(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        # Local user and group names say nothing a reviewer needs.
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info
+
+    fd = os.open(archive, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz", compresslevel=6) as tar:
+        tar.add(source, arcname=source.name, filter=scrub_owner)
+
+
+def _scan(paths: list[Path], keys: Mapping[str, str], base: Path) -> list[Finding]:
+    findings: list[Finding] = []
+    for path in paths:
+        for finding in scan_tree(path, keys):
+            # Report paths relative to the bundle's directory: shorter, and no home dir in logs.
+            name = finding.file
+            with contextlib.suppress(ValueError):
+                name = str(Path(finding.file.split("!", 1)[0]).relative_to(base)) + (
+                    "!" + finding.file.split("!", 1)[1] if "!" in finding.file else ""
+                )
+            findings.append(Finding(name, finding.pattern, finding.line, finding.count))
+    return findings
+
+
+@contextlib.contextmanager
+def _exclusive(state_dir: Path) -> Iterator[None]:
+    """One bundle at a time per state dir: the nightly job and a `ccctl bundle` may overlap, in
+    threads of one daemon or (rarely) in two processes. flock covers both; the second waits."""
+    ensure_private_dir(state_dir)
+    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _clear_stale_staging(staging_root: Path, now: float) -> None:
+    """Remove what crashed runs left in staging (ours alone; a live run is far younger)."""
+    for entry in staging_root.iterdir():
+        with contextlib.suppress(OSError):
+            if now - entry.lstat().st_mtime > STALE_STAGING_S:
+                _remove(entry)
+
+
+def make_bundle(
+    config: Config,
+    state_dir: Path,
+    now: datetime,
+    *,
+    lane_keys: Mapping[str, str | None] | None = None,
+    logs_dir: Path | None = None,
+    record: bool = True,
+) -> BundleResult:
+    """Create ``<bundle.dir>/<prefix>-<YYYYmmdd-HHMMSS>/`` and its ``.tgz``; prune; remember the run.
+
+    ``now`` is the run's time (aware; a naive one is taken as local time): it names the bundle,
+    ends the usage window and is recorded as the run's ``at``. ``lane_keys`` (lane -> key value)
+    are scanned for as exact strings; by default they are resolved from the environment/key files
+    like the daemon does. The result never holds a secret. Never raises for an operational failure:
+    it returns ``ok=False`` with ``error``, having removed anything it wrote. Blocking.
+    """
+    now = _aware(now)
+    state_dir = Path(state_dir)
+    result = BundleResult(ok=False, started=now.astimezone(UTC).isoformat(timespec="seconds"))
+    try:
+        with _exclusive(state_dir):
+            _build(config, state_dir, now, lane_keys, logs_dir, result)
+    except Exception as exc:  # e.g. the state dir itself is unwritable
+        result.error = result.error or redact_text(f"{type(exc).__name__}: {exc}")
+    if record:
+        try:
+            record_run(state_dir, at=now, path=result.path, ok=result.ok, error=result.error)
+        except OSError as exc:  # the bundle itself is fine; say why the next catch-up may repeat it
+            note = f"could not record the run in {state_dir / STATE_FILE}: {exc.strerror}"
+            result.error = f"{result.error}; {note}" if result.error else note
+    return result
+
+
+def _build(
+    config: Config,
+    state_dir: Path,
+    now: datetime,
+    lane_keys: Mapping[str, str | None] | None,
+    logs_dir: Path | None,
+    result: BundleResult,
+) -> None:
+    bundle_cfg = config.bundle
+    out_dir = Path(bundle_cfg.dir)
+    logs = Path(logs_dir) if logs_dir is not None else Path(config.logs.dir)
+    created: list[Path] = []  # only what this run put into out_dir, so a failure removes just that
+    staging_root = ensure_private_dir(state_dir / STAGING_DIR)
+    _clear_stale_staging(staging_root, now.timestamp())
+    # Staging lives in the private state dir, so nothing unscanned ever appears in bundle.dir.
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=staging_root))
+    try:
+        keys = _lane_key_values(config, lane_keys)
+        last = load_last_success(state_dir)
+        window_start = now - MIN_WINDOW
+        if last is not None and last.at < window_start:
+            window_start = last.at  # the daemon was down or a run failed: cover the gap
+        result.window_start = window_start.astimezone(UTC).isoformat(timespec="seconds")
+
+        if not out_dir.exists():
+            out_dir.mkdir(parents=True, mode=0o700)
+        stamp = _local(now, bundle_cfg.timezone)
+        name = bundle_name(bundle_cfg.prefix, stamp)
+        # Two runs in one second: step the stamp forward so the name keeps the pattern retention
+        # relies on (a "-2" suffix would make the bundle invisible to pruning).
+        while (out_dir / name).exists() or (out_dir / f"{name}.tgz").exists():
+            stamp += timedelta(seconds=1)
+            name = bundle_name(bundle_cfg.prefix, stamp)
+        stage = run_dir / name
+        stage.mkdir(mode=0o700)
+
+        result.usage_lines, result.skipped_lines = _copy_usage(
+            logs, stage / "usage.jsonl", window_start, keys
+        )
+        metrics = summarize(
+            UsageLines(stage),
+            pricing=config.pricing,
+            default_lane=config.routing.default_lane,
+            skipped_lines=result.skipped_lines,
+        )
+        metrics["window"]["since"] = result.window_start
+        _write(stage / "METRICS.json", redact_text(json.dumps(metrics, indent=2) + "\n", keys))
+        audit = verify(UsageLines(stage), config, keep=VERIFY_PROOF_KEEP)
+        result.verify_ok = audit.ok
+        verify_text = format_verify(audit, proof=True) + f"exit code: {audit.exit_code}\n"
+        _write(stage / "VERIFY.txt", redact_text(verify_text, keys))
+        page = render_report(
+            UsageLines(stage), audit.to_dict(), window_start, now, config.routing.default_lane, title=name
+        )
+        _write(stage / "REPORT.html", redact_text(page, keys))
+        _write(stage / "config.redacted.yaml", _config_yaml(config, keys))
+        _copy_daemon_log(state_dir, stage / "daemon.log", window_start, keys)
+        _write(stage / "VERSION.txt", _versions())
+        _copy_endurance(state_dir, stage / "endurance", keys)
+        _write(
+            stage / "README.txt",
+            README.format(
+                name=name,
+                created=now.astimezone(UTC).isoformat(timespec="seconds"),
+                version=__version__,
+                window_start=result.window_start,
+            ),
+        )
+
+        findings = _scan([stage], keys, stage)
+        if findings:
+            raise BundleError("the scrubbed bundle still failed the secret scan", findings)
+        archive_stage = run_dir / f"{name}.tgz"
+        _tar(stage, archive_stage)
+        findings = _scan([archive_stage], keys, run_dir)
+        if findings:
+            raise BundleError("the bundle's archive failed the secret scan", findings)
+
+        final_dir, final_archive = out_dir / name, out_dir / f"{name}.tgz"
+        for source, target in ((stage, final_dir), (archive_stage, final_archive)):
+            if target.exists() or target.is_symlink():  # never move into or over something else
+                raise BundleError(f"{target} appeared while the bundle was being made")
+            shutil.move(source, target)
+            created.append(target)
+        # Scan what actually sits in the bundle directory: the promise is about what is left there.
+        findings = _scan([final_dir], keys, final_dir) + _scan([final_archive], keys, out_dir)
+        if findings:
+            raise BundleError("the bundle failed the secret scan after it was moved into place", findings)
+
+        result.ok = True
+        result.path, result.archive = str(final_dir), str(final_archive)
+        pruned = prune_bundles(out_dir, bundle_cfg.prefix, bundle_cfg.keep, protect=name)
+        result.pruned = [str(path) for path in pruned]
+    except BundleError as exc:
+        result.error = str(exc)
+        if exc.findings:
+            result.error += f" ({len(exc.findings)} finding(s)); the bundle was removed"
+        result.findings = [str(finding) for finding in exc.findings]
+    except Exception as exc:  # a full disk, a permission problem: report it, leave nothing half-made
+        result.error = redact_text(f"{type(exc).__name__}: {exc}")
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if not result.ok:
+            for path in created:
+                _remove(path)
+            result.path = result.archive = None

@@ -1,0 +1,348 @@
+"""REPORT.html for the review bundle: usage records and the verify verdict in, one HTML page out.
+
+Pure and self-contained: the charts are inline SVG drawn here, the CSS is inline, and the only
+script records errors and marks the page rendered (for the headless-browser test). No URL of
+any kind is emitted, so the page opens offline and leaks nothing. Everything that came from a
+usage line or the config (lane and model names, rule globs) is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ccmitm.reports.records import Record, is_error, parse_ts, percentile
+
+#: Bucket widths tried in order; the first that keeps a chart at or under MAX_BUCKETS wins.
+BUCKETS = (
+    timedelta(minutes=5),
+    timedelta(minutes=15),
+    timedelta(hours=1),
+    timedelta(hours=6),
+    timedelta(days=1),
+    timedelta(days=7),
+)
+MAX_BUCKETS = 48
+PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f")
+
+# Chart geometry (SVG user units).
+WIDTH, HEIGHT = 760, 260
+LEFT, RIGHT, TOP, BOTTOM = 56, 16, 16, 40
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+@dataclass(frozen=True)
+class Series:
+    lane: str
+    color: str
+    values: list[float | None]  # one per bucket; None = no data in it
+    dashed: bool = False
+    label: str = ""
+
+
+def choose_bucket(start: datetime, end: datetime) -> timedelta:
+    span = max(end - start, timedelta(seconds=1))
+    for width in BUCKETS:
+        if span / width <= MAX_BUCKETS:
+            return width
+    return BUCKETS[-1]
+
+
+def _floor(stamp: datetime, width: timedelta) -> datetime:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return epoch + width * ((stamp - epoch) // width)
+
+
+def bucket_starts(start: datetime, end: datetime, width: timedelta) -> list[datetime]:
+    first, starts = _floor(start, width), []
+    while first <= end and len(starts) <= MAX_BUCKETS * 2:
+        starts.append(first)
+        first += width
+    return starts or [_floor(start, width)]
+
+
+def _dated(records: Iterable[Record]) -> list[tuple[datetime, Record]]:
+    dated = [(stamp.astimezone(UTC), record) for record in records if (stamp := parse_ts(record.get("ts")))]
+    return sorted(dated, key=lambda item: item[0])
+
+
+def lane_order(lanes: Iterable[str], default_lane: str | None) -> list[str]:
+    names = sorted(set(lanes))
+    return sorted(names, key=lambda name: (name != default_lane, name))
+
+
+def _duration(record: Record) -> float | None:
+    value = record.get("duration_ms")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _tokens(record: Record, name: str) -> int:
+    value = record.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+# --- SVG -----------------------------------------------------------------------------------------
+def _nice_max(value: float) -> float:
+    """A round axis top at or above ``value`` (1, 2, 4, 8 or 10 x 10^n), so quarter ticks stay short."""
+    if value <= 0:
+        return 4.0
+    magnitude = 10 ** (len(str(int(value))) - 1)
+    for step in (1, 2, 4, 8, 10):
+        if value <= step * magnitude:
+            return float(step * magnitude)
+    return float(10 * magnitude)
+
+
+def _width_text(width: timedelta) -> str:
+    minutes = int(width.total_seconds() // 60)
+    if minutes % 1440 == 0:
+        return f"{minutes // 1440} d"
+    return f"{minutes // 60} h" if minutes % 60 == 0 else f"{minutes} min"
+
+
+def _label(stamp: datetime, width: timedelta) -> str:
+    return stamp.strftime("%m-%d" if width >= timedelta(days=1) else "%H:%M")
+
+
+def svg_chart(
+    chart_id: str,
+    title: str,
+    unit: str,
+    starts: Sequence[datetime],
+    width: timedelta,
+    series: Sequence[Series],
+    bars: bool,
+) -> str:
+    """One chart: grouped bars (counts) or lines with points (latencies), axes, legend, tooltips."""
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    count = max(len(starts), 1)
+    slot = plot_w / count
+    top = _nice_max(max((v for s in series for v in s.values if v is not None), default=0.0))
+
+    def y(value: float) -> float:
+        return TOP + plot_h - plot_h * value / top
+
+    parts = [
+        # Inline SVG in HTML needs no xmlns; leaving it out keeps the page free of any URL.
+        f'<svg class="chart" id="{_e(chart_id)}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'aria-label="{_e(title)}">',
+        f"<title>{_e(title)}</title>",
+    ]
+    for fraction in (0, 0.25, 0.5, 0.75, 1):
+        value = top * fraction
+        parts.append(
+            f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(value):.1f}" y2="{y(value):.1f}"/>'
+            f'<text class="tick" x="{LEFT - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value:g}</text>'
+        )
+    every = max(1, count // 8)
+    for index, start in enumerate(starts):
+        if index % every == 0:
+            x = LEFT + slot * (index + 0.5)
+            parts.append(
+                f'<text class="tick" x="{x:.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle">'
+                f"{_e(_label(start, width))}</text>"
+            )
+    parts.append(
+        f'<text class="tick" x="{LEFT}" y="{HEIGHT - 6}">{_e(unit)}; buckets of {_e(width)} (UTC)</text>'
+    )
+    if not any(v is not None and v > 0 for s in series for v in s.values):
+        parts.append(
+            f'<text class="empty" x="{LEFT + plot_w / 2:.1f}" y="{TOP + plot_h / 2:.1f}" '
+            f'text-anchor="middle">no calls in this window</text>'
+        )
+    if bars:
+        group = max(len(series), 1)
+        bar_w = max(1.0, slot * 0.8 / group)
+        for s_index, s in enumerate(series):
+            for index, value in enumerate(s.values):
+                if not value:
+                    continue
+                x = LEFT + slot * index + slot * 0.1 + bar_w * s_index
+                parts.append(
+                    f'<rect class="bar" x="{x:.1f}" y="{y(value):.1f}" width="{bar_w:.1f}" '
+                    f'height="{TOP + plot_h - y(value):.1f}" fill="{s.color}"><title>{_e(s.lane)} '
+                    f"{_e(_label(starts[index], width))}: {value:g} {_e(unit)}</title></rect>"
+                )
+    else:
+        for s in series:
+            points = [
+                (LEFT + slot * (index + 0.5), y(value), value)
+                for index, value in enumerate(s.values)
+                if value is not None
+            ]
+            if len(points) > 1:
+                path = " ".join(f"{x:.1f},{py:.1f}" for x, py, _ in points)
+                dash = ' stroke-dasharray="5 4"' if s.dashed else ""
+                parts.append(f'<polyline class="line" points="{path}" stroke="{s.color}"{dash}/>')
+            for x, py, value in points:
+                parts.append(
+                    f'<circle class="point" cx="{x:.1f}" cy="{py:.1f}" r="3" fill="{s.color}">'
+                    f"<title>{_e(s.label or s.lane)}: {value:g} {_e(unit)}</title></circle>"
+                )
+    parts.append("</svg>")
+    legend = "".join(
+        f'<span class="key"><i style="background:{s.color}"></i>{_e(s.label or s.lane)}</span>'
+        for s in series
+    )
+    svg = "".join(parts)
+    return f'<figure><figcaption>{_e(title)}</figcaption>{svg}<div class="legend">{legend}</div></figure>'
+
+
+# --- page ----------------------------------------------------------------------------------------
+def _lane_rows(lanes: list[str], dated: list[tuple[datetime, Record]]) -> str:
+    rows = []
+    for lane in lanes:
+        mine = [record for _, record in dated if record.get("lane") == lane]
+        durations = [d for record in mine if (d := _duration(record)) is not None]
+        errors = sum(1 for record in mine if is_error(record))
+        p50, p95 = percentile(durations, 50), percentile(durations, 95)
+        cells = [
+            lane,
+            len(mine),
+            errors,
+            "-" if p50 is None else f"{p50:.0f}",
+            "-" if p95 is None else f"{p95:.0f}",
+            sum(_tokens(r, "input_tokens") for r in mine),
+            sum(_tokens(r, "output_tokens") for r in mine),
+        ]
+        rows.append("<tr>" + "".join(f"<td>{_e(cell)}</td>" for cell in cells) + "</tr>")
+    return "".join(rows) or '<tr><td colspan="7">no calls in this window</td></tr>'
+
+
+def _verify_block(audit: Mapping[str, Any]) -> str:
+    ok = bool(audit.get("ok"))
+    checks = "".join(
+        f'<tr class="{"ok" if check.get("ok") else "bad"}"><td>({_e(check.get("key"))})</td>'
+        f"<td>{_e(check.get('name'))}</td><td>{'pass' if check.get('ok') else 'FAIL'}</td>"
+        f"<td>{_e(check.get('checked'))}</td><td>{_e(check.get('violations'))}</td></tr>"
+        for check in audit.get("checks", [])
+    )
+    verdict = "pass" if ok else "fail"
+    return (
+        f'<section id="verify" class="verdict {verdict}" data-verdict="{verdict}">'
+        f"<h2>Routing audit: {'PASS' if ok else 'FAIL'}</h2>"
+        f"<p>{_e(audit.get('verdict', ''))}</p><p>{_e(audit.get('headline', ''))}</p>"
+        "<table><thead><tr><th></th><th>check</th><th>result</th><th>lines checked</th><th>violations</th>"
+        f"</tr></thead><tbody>{checks}</tbody></table></section>"
+    )
+
+
+CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:820px;color:#222;background:#fff}
+h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:20px 0 8px}
+.meta{color:#666;margin:0 0 16px}
+table{border-collapse:collapse;width:100%}th,td{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}
+th:first-child,td:first-child,#verify th:nth-child(2),#verify td:nth-child(2){text-align:left}
+.verdict{padding:8px 12px;border-radius:6px;border:1px solid}
+.verdict.pass{background:#eef8ee;border-color:#59a14f}.verdict.fail{background:#fdeeee;border-color:#e15759}
+tr.bad td{color:#b00}
+figure{margin:16px 0}figcaption{font-weight:600;margin-bottom:4px}
+svg.chart{width:100%;height:auto;background:#fafafa;border:1px solid #eee}
+.grid{stroke:#e4e4e4}.tick{font-size:11px;fill:#666}.empty{font-size:14px;fill:#999}
+.line{fill:none;stroke-width:2}
+.legend{font-size:12px;color:#444}.key{margin-right:14px}
+.key i{display:inline-block;width:10px;height:10px;margin-right:4px;vertical-align:middle}
+#errors{color:#b00;white-space:pre-wrap}
+"""
+
+# Runs first: any script or resource error lands in #errors and on <html data-errors>.
+ERROR_TRAP = """
+window.addEventListener('error', function (event) {
+  var root = document.documentElement;
+  root.setAttribute('data-errors', String(Number(root.getAttribute('data-errors') || 0) + 1));
+  var box = document.getElementById('errors');
+  if (box) { box.textContent += (event.message || 'resource failed to load') + '\\n'; }
+}, true);
+"""
+
+# Runs last: the page counts as rendered when every chart has laid out with a real size.
+RENDERED = """
+(function () {
+  var charts = document.querySelectorAll('svg.chart');
+  var drawn = 0;
+  charts.forEach(function (chart) {
+    var box = chart.getBoundingClientRect();
+    if (box.width > 0 && box.height > 0 && chart.getBBox().width > 0) { drawn += 1; }
+  });
+  var root = document.documentElement;
+  root.setAttribute('data-charts', String(drawn));
+  root.setAttribute('data-rendered', drawn === charts.length && drawn > 0 ? 'ok' : 'incomplete');
+})();
+"""
+
+
+def render_report(
+    records: Iterable[Record],
+    audit: Mapping[str, Any],
+    window_start: datetime,
+    window_end: datetime,
+    default_lane: str | None = None,
+    title: str = "ccmitm review",
+) -> str:
+    """The whole page. ``audit`` is ``VerifyReport.to_dict()``; the window bounds the time axis."""
+    dated = _dated(records)
+    start = window_start.astimezone(UTC)
+    end = max(window_end.astimezone(UTC), dated[-1][0] if dated else start)
+    if dated and dated[0][0] < start:
+        start = dated[0][0]
+    width = choose_bucket(start, end)
+    starts = bucket_starts(start, end, width)
+    index_of = {stamp: i for i, stamp in enumerate(starts)}
+    lanes = lane_order((str(r.get("lane") or "unknown") for _, r in dated), default_lane)
+    colors = {lane: PALETTE[i % len(PALETTE)] for i, lane in enumerate(lanes)}
+
+    calls: dict[str, list[float | None]] = {lane: [0.0] * len(starts) for lane in lanes}
+    durations: dict[str, list[list[float]]] = {lane: [[] for _ in starts] for lane in lanes}
+    for stamp, record in dated:
+        lane = str(record.get("lane") or "unknown")
+        slot = index_of.get(_floor(stamp, width))
+        if slot is None:
+            continue
+        calls[lane][slot] = (calls[lane][slot] or 0) + 1
+        if (duration := _duration(record)) is not None:
+            durations[lane][slot].append(duration)
+
+    call_series = [Series(lane, colors[lane], calls[lane]) for lane in lanes]
+    latency_series = [
+        Series(
+            lane,
+            colors[lane],
+            [percentile(b, q) for b in durations[lane]],
+            dashed=q == 95,
+            label=f"{lane} p{q}",
+        )
+        for lane in lanes
+        for q in (50, 95)
+    ]
+    verdict = "pass" if audit.get("ok") else "fail"
+    body = [
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="meta">{_e(start.isoformat(timespec="seconds"))} ..'
+        f" {_e(end.isoformat(timespec='seconds'))} (UTC), {len(dated)} calls</p>",
+        _verify_block(audit),
+        "<h2>Per lane</h2><table><thead><tr><th>lane</th><th>calls</th><th>errors</th><th>p50 ms</th>"
+        f"<th>p95 ms</th><th>tokens in</th><th>tokens out</th></tr></thead><tbody>{_lane_rows(lanes, dated)}"
+        "</tbody></table>",
+        svg_chart("calls", "Calls per lane", "calls", starts, width, call_series, bars=True),
+        svg_chart(
+            "latency",
+            "Latency per lane (p50 solid, p95 dashed)",
+            "ms",
+            starts,
+            width,
+            latency_series,
+            bars=False,
+        ),
+        '<pre id="errors"></pre>',
+    ]
+    return (
+        f'<!DOCTYPE html>\n<html lang="en" data-verdict="{verdict}"><head><meta charset="utf-8">'
+        f"<title>{_e(title)}</title><style>{CSS}</style><script>{ERROR_TRAP}</script></head>"
+        f"<body>{''.join(body)}<script>{RENDERED}</script></body></html>\n"
+    )

@@ -1,0 +1,117 @@
+"""Housekeeping on APScheduler: log rotation checks and the nightly bundle, with catch-up.
+
+Pitfalls handled here (see TECH-NOTES): the default misfire grace of 1 s would silently skip a
+nightly job the laptop slept through, so the bundle job gets hours of grace and coalesces; the
+cron trigger gets its time zone explicitly; APScheduler's timers run on the monotonic clock, which
+stops during suspend, so a short interval job keeps the scheduler waking up; and a run missed
+while the daemon was down is caught up at start from the remembered last run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from tzlocal import get_localzone
+
+from ccmitm.config.load import BundleConfig
+
+log = logging.getLogger(__name__)
+
+ROTATE_JOB = "rotate-logs"
+BUNDLE_JOB = "nightly-bundle"
+ROTATE_EVERY_S = 30
+BUNDLE_GRACE_S = 12 * 3600
+
+
+def schedule_zone(bundle: BundleConfig) -> tzinfo:
+    return ZoneInfo(bundle.timezone) if bundle.timezone else get_localzone()
+
+
+def bundle_trigger(bundle: BundleConfig) -> CronTrigger:
+    return CronTrigger.from_crontab(bundle.schedule, timezone=schedule_zone(bundle))
+
+
+def missed_run(trigger: CronTrigger, last_run: datetime | None, now: datetime) -> bool:
+    """Was a scheduled run due between the last run and now? (Never run: not a miss.)"""
+    if last_run is None:
+        return False
+    due = trigger.get_next_fire_time(None, last_run)
+    return due is not None and due <= now
+
+
+class Housekeeping:
+    def __init__(
+        self,
+        rotate: Callable[[], Awaitable[Any]],
+        bundle: Callable[[], Awaitable[Any]],
+        last_bundle_at: Callable[[], datetime | None],
+    ):
+        self._rotate = rotate
+        self._bundle = bundle
+        self._last_bundle_at = last_bundle_at
+        self.scheduler = AsyncIOScheduler(
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
+        )
+        self._bundle_settings: tuple[str, str | None, bool] | None = None
+
+    def start(self, bundle: BundleConfig) -> None:
+        self.scheduler.add_job(
+            self._rotate, IntervalTrigger(seconds=ROTATE_EVERY_S), id=ROTATE_JOB, name="log rotation check"
+        )
+        self.scheduler.start()
+        self.configure(bundle, catch_up=True)
+
+    def configure(self, bundle: BundleConfig, catch_up: bool = False) -> None:
+        """(Re)schedule the nightly bundle for a (new) config; idempotent."""
+        settings = (bundle.schedule, bundle.timezone, bundle.enabled)
+        if settings == self._bundle_settings:
+            return
+        self._bundle_settings = settings
+        if self.scheduler.get_job(BUNDLE_JOB):
+            self.scheduler.remove_job(BUNDLE_JOB)
+        if not bundle.enabled:
+            log.info("nightly bundle disabled (bundle.enabled: false)")
+            return
+        trigger = bundle_trigger(bundle)
+        job = self.scheduler.add_job(
+            self._bundle,
+            trigger,
+            id=BUNDLE_JOB,
+            name="nightly bundle",
+            misfire_grace_time=BUNDLE_GRACE_S,
+        )
+        now = datetime.now(trigger.timezone)
+        if catch_up and missed_run(trigger, self._last_bundle_at(), now):
+            log.info("a nightly bundle was missed while ccmitmd was down; running it now")
+            job.modify(next_run_time=now)
+        log.info(
+            "nightly bundle scheduled %r (%s), next at %s",
+            bundle.schedule,
+            trigger.timezone,
+            job.next_run_time,
+        )
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": job.id,
+                "name": job.name,
+                "next_run": job.next_run_time.isoformat() if job.next_run_time else None,
+            }
+            for job in self.scheduler.get_jobs()
+        ]
+
+    def next_run(self, job_id: str) -> str | None:
+        job = self.scheduler.get_job(job_id)
+        return job.next_run_time.isoformat() if job and job.next_run_time else None
+
+    def shutdown(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
