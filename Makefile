@@ -55,8 +55,9 @@ bundle: install ## write a review bundle (dir + .tgz) into bundle.dir now
 bench: install ## benchmark ccmitmd vs bare mitmproxy vs direct; rewrites docs/PERFORMANCE.md + docs/performance.json (not a test)
 	$(BIN)/python tests/bench/bench_proxy.py
 
-docs: install ## regenerate docs/CONFIG.md from the config model (a test checks it is current)
+docs: install ## regenerate docs/CONFIG.md and etc/config.yaml from the config schema (a test checks both are current)
 	$(BIN)/python -m ccmitm.config.doc > docs/CONFIG.md
+	$(BIN)/python -m ccmitm.config.doc --example > etc/config.yaml
 
 lint: install
 	$(BIN)/ruff check daemon tests

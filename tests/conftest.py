@@ -195,7 +195,8 @@ class Daemon:
 
     def secret_findings(self) -> list[str]:
         """The CI secret scan: every planted credential, anywhere ccmitm wrote or printed."""
-        from ccmitm.reports.secretscan import scan_text, scan_tree
+        from ccmitm.core.redact import scan_text
+        from ccmitm.reports.secretscan import scan_tree
 
         findings = [str(f) for place in self.written_by_ccmitm() for f in scan_tree(place, ALL_SECRETS)]
         for output in self.ccctl_outputs:

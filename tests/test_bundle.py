@@ -20,6 +20,7 @@ from test_report import HAIKU, SONNET, anthropic_line, line
 import ccmitm.reports.bundle as bundle_module
 from ccmitm.cli.main import main
 from ccmitm.config.load import validate
+from ccmitm.core.redact import redact_text, scan_text
 from ccmitm.reports.bundle import (
     STATE_FILE,
     list_bundles,
@@ -28,7 +29,7 @@ from ccmitm.reports.bundle import (
     make_bundle,
     record_run,
 )
-from ccmitm.reports.secretscan import redact_text, scan_bytes, scan_text, scan_tree
+from ccmitm.reports.secretscan import scan_bytes, scan_tree
 
 from conftest import ALL_SECRETS, CLIENT_API_KEY, CLIENT_OAUTH_TOKEN, ZAI_KEY, Daemon, post
 

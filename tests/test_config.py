@@ -10,15 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ccmitm.config.load import (
-    BUILTIN,
-    ConfigError,
-    apply_env_overrides,
-    check_file,
-    load,
-    resolve_lane_key,
-    validate,
-)
+from ccmitm.config.errors import ConfigError
+from ccmitm.config.keys import resolve_lane_key
+from ccmitm.config.load import apply_env_overrides, check_file, load, validate
+from ccmitm.config.model import BUILTIN
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel
 
 from ccmitm.config import doc as configdoc
-from ccmitm.config.load import BUILTIN, Config, ProxyConfig
+from ccmitm.config.model import BUILTIN, Config, ProxyConfig
 
 CONFIG_MD = Path(__file__).parent.parent / "docs" / "CONFIG.md"
 EXAMPLE = Path(__file__).parent.parent / "etc" / "config.yaml"

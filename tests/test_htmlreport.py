@@ -17,8 +17,8 @@ import pytest
 from test_report import HAIKU, SONNET, anthropic_line, line
 
 from ccmitm.config.load import validate
+from ccmitm.reports.audit import verify
 from ccmitm.reports.html import choose_bucket, render_report
-from ccmitm.reports.records import verify
 
 from conftest import Daemon, post
 

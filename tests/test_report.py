@@ -17,17 +17,14 @@ import yaml
 from click.testing import CliRunner
 
 from ccmitm.cli.main import main
-from ccmitm.config.load import Config, validate
+from ccmitm.config.load import validate
+from ccmitm.config.model import Config
+from ccmitm.core.stats import percentile
 from ccmitm.logs.usage import UsageRecord
-from ccmitm.reports.records import (
-    UsageLines,
-    format_summary,
-    format_verify,
-    parse_duration,
-    percentile,
-    summarize,
-    verify,
-)
+from ccmitm.reports.audit import verify
+from ccmitm.reports.records import UsageLines, parse_duration
+from ccmitm.reports.summary import summarize
+from ccmitm.reports.text import format_summary, format_verify
 
 from conftest import ALL_SECRETS, Daemon, post
 

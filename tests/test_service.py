@@ -24,8 +24,8 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
+import ccmitm.cli.service as cli_service
 from ccmitm.cli.main import main as cli
-from ccmitm.cli.main import service as cli_service
 from ccmitm.config.load import validate
 from ccmitm.install import service as svc
 from ccmitm.install.service import LABEL, UNIT_NAME, Completed, Host, Settings

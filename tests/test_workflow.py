@@ -16,8 +16,9 @@ from click.testing import CliRunner
 from ccmitm.cli.main import main
 from ccmitm.install import prompts, subagent
 from ccmitm.logs.usage import request_class_of
-from ccmitm.reports.records import format_summary, summarize
 from ccmitm.reports.secretscan import scan_tree
+from ccmitm.reports.summary import summarize
+from ccmitm.reports.text import format_summary
 
 from conftest import ALL_SECRETS, CLIENT_API_KEY, CLIENT_OAUTH_TOKEN, ZAI_KEY, Daemon, status
 
@@ -116,8 +117,8 @@ def test_prompts_by_name_and_letter_and_docs_match() -> None:
 
 def test_prompt_paths_exist_in_this_repository() -> None:
     for path in (
-        "daemon/addon.py",
-        "daemon/routing.py",
+        "daemon/proxy/addon.py",
+        "daemon/core/routing.py",
         "etc/shell/ccmitm.sh",
         "Makefile",
         "service",

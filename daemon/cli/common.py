@@ -10,8 +10,11 @@ from typing import Any, NoReturn
 import click
 
 from ccmitm import paths
-from ccmitm.config.load import Config, ConfigError, load, validate
-from ccmitm.control.server import ControlError, call
+from ccmitm.config.errors import ConfigError
+from ccmitm.config.load import load, validate
+from ccmitm.config.model import Config
+from ccmitm.control.client import call
+from ccmitm.control.protocol import ControlError
 
 
 def config_path(ctx: click.Context) -> Path:
@@ -26,7 +29,7 @@ def load_config(ctx: click.Context) -> Config:
     try:
         return load(path).config
     except ConfigError as exc:
-        click.echo(f"ccctl: warning: {exc.source} is invalid; using built-in defaults", err=True)
+        click.echo(f"ccctl: warning: using built-in defaults; {exc.report()}", err=True)
         return validate({})
 
 

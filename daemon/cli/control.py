@@ -15,7 +15,7 @@ import click
 
 from ccmitm import paths
 from ccmitm.cli.common import config_path, daemon_call, echo_json, fail, load_config
-from ccmitm.control.server import ControlError, DaemonNotRunning, call, is_running
+from ccmitm.control.client import is_running
 
 
 # --- status --------------------------------------------------------------------------------------
@@ -145,31 +145,6 @@ def reopen_logs(ctx: click.Context) -> None:
     """Reopen log files by name (after an external logrotate renamed them)."""
     daemon_call(ctx, "reopen-logs")
     click.echo("reopened")
-
-
-@click.command("show")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def config_show(ctx: click.Context, as_json: bool) -> None:
-    """The effective config (from the running daemon, else from the file). Secrets never appear."""
-    try:
-        result = call(load_config(ctx).socket_path(), "config-show")
-    except DaemonNotRunning:
-        config = load_config(ctx)
-        result = {"source": f"{config_path(ctx)} (daemon not running)", "config": config.redacted()}
-    except ControlError as exc:
-        fail(str(exc))
-    if as_json:
-        echo_json(result)
-        return
-    import yaml
-
-    click.echo(f"# effective config from {result['source']}")
-    for override in result.get("overrides", []):
-        click.echo(f"# environment override: {override}")
-    for lane, key in (result.get("lane_keys") or {}).items():
-        click.echo(f"# lane {lane} key: {key}")
-    click.echo(yaml.safe_dump(result["config"], sort_keys=False).rstrip())
 
 
 # --- start / stop --------------------------------------------------------------------------------

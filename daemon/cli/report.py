@@ -1,7 +1,8 @@
 """ccctl summarize / verify / bundle: read the usage logs locally, or ask the daemon for a bundle.
 
 summarize and verify need no daemon and no network: they read ``logs.dir`` (or ``--logs-dir``,
-e.g. an unpacked review bundle) and call the pure functions in :mod:`ccmitm.reports.records`.
+e.g. an unpacked review bundle) and call the pure functions in :mod:`ccmitm.reports.summary`
+and :mod:`ccmitm.reports.audit`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import click
 
 from ccmitm import paths
 from ccmitm.cli.common import echo_json, fail, load_config
-from ccmitm.control.server import ControlError, DaemonNotRunning, call
-from ccmitm.reports import records as report
+from ccmitm.control.client import DaemonNotRunning, call
+from ccmitm.control.protocol import ControlError
+from ccmitm.reports import audit as audit_report
+from ccmitm.reports import summary as summary_report
 from ccmitm.reports.bundle import make_bundle
-from ccmitm.reports.records import UsageLines, format_summary, format_verify, parse_duration
+from ccmitm.reports.records import UsageLines, parse_duration
+from ccmitm.reports.text import format_summary, format_verify
 
 #: The daemon answers a bundle request when the bundle is done; gzip of a big log takes a while.
 BUNDLE_TIMEOUT_S = 600.0
@@ -54,7 +58,7 @@ def summarize(ctx: click.Context, since: str | None, as_json: bool, logs_dir: Pa
     config = load_config(ctx)
     start = _since(since)
     lines = UsageLines(logs_dir or Path(config.logs.dir))
-    result = report.summarize(
+    result = summary_report.summarize(
         lines, since=start, pricing=config.pricing, default_lane=config.routing.default_lane
     )
     result["window"]["skipped_lines"] = lines.skipped  # known only once the files were read
@@ -75,7 +79,7 @@ def verify(ctx: click.Context, proof: bool, since: str | None, as_json: bool, lo
     """Audit routing and header hygiene in the usage log. Exit 1 on any violation."""
     config = load_config(ctx)
     lines = UsageLines(logs_dir or Path(config.logs.dir))
-    audit = report.verify(lines, config, since=_since(since))
+    audit = audit_report.verify(lines, config, since=_since(since))
     if lines.skipped:
         audit.notes.append(f"{lines.skipped} unparseable line(s) skipped")
     if as_json:

@@ -11,8 +11,11 @@ from typing import Any
 import click
 
 from ccmitm.cli.common import config_path, echo_json, fail, load_config
-from ccmitm.config.load import Config, ConfigError, load
-from ccmitm.control.server import ControlError, call
+from ccmitm.config.errors import ConfigError
+from ccmitm.config.load import load
+from ccmitm.config.model import Config
+from ccmitm.control.client import call
+from ccmitm.control.protocol import ControlError
 from ccmitm.install import service as svc
 from ccmitm.install.service import Host, ManagerView, Plan, ServiceError, WriteFile
 
@@ -45,9 +48,7 @@ def _service_config(ctx: click.Context) -> tuple[Path, Config]:
     try:
         return path, load(path).config
     except ConfigError as exc:
-        lines = [f"{exc.source} is invalid; the service would not start:"]
-        lines += [f"  {problem}" for problem in exc.problems]
-        fail("\n".join(lines))
+        fail("the service would not start with this config:\n" + exc.report())
 
 
 def _echo_plan(plan: Plan) -> None:

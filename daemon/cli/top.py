@@ -24,7 +24,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ccmitm.cli.common import load_config
-from ccmitm.control.server import ControlError, call
+from ccmitm.control.client import call
+from ccmitm.control.protocol import ControlError
 
 REFRESH_S = 1.0
 STATUS_TIMEOUT_S = 2.0

@@ -1,13 +1,15 @@
-"""docs/CONFIG.md, generated from the config model: every key, its type, default and meaning.
+"""docs/CONFIG.md and etc/config.yaml, generated from the config schema.
 
-``python -m ccmitm.config.doc > docs/CONFIG.md`` (or ``make docs``) writes it; a test checks the
-file equals this output and that every key of the model has a description here, so the
-reference cannot drift from the code. Types and limits come from the pydantic model, defaults
-from ``config.BUILTIN`` (or the model's own field default for keys inside lanes and rules).
+``python -m ccmitm.config.doc`` writes the reference to stdout; ``--example`` writes the commented
+example config instead (``make docs`` writes both files). A test checks that both files equal this
+output, so neither can drift from :mod:`ccmitm.config.model`. Every key's type and limits come from
+its annotation, its default from the model, its meaning from the field's ``description`` (and for a
+``<name>`` or ``<glob>`` entry, from its model's docstring); a key without one stops the generator.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import types
 from collections.abc import Iterator
@@ -15,85 +17,25 @@ from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin
 
 import annotated_types
+import yaml
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from ccmitm.config.load import BUILTIN, Config
-
-#: One line per key path. ``<name>`` stands for a lane name, ``<glob>`` for a pricing glob,
-#: ``[]`` for every item of a list.
-DESCRIPTIONS: dict[str, str] = {
-    "proxy": "The two listeners, the CA and the limits of the data path.",
-    "proxy.host": 'Address both listeners bind to: a loopback address or "localhost" (anything else is refused).',
-    "proxy.port": "Intercepting listener, for `HTTPS_PROXY=http://127.0.0.1:8082` (needs the CA).",
-    "proxy.reverse_port": "Reverse listener, for `ANTHROPIC_BASE_URL=http://127.0.0.1:8083`; `null` turns it off.",
-    "proxy.confdir": "mitmproxy's directory: the CA (`mitmproxy-ca-cert.pem` is what `NODE_EXTRA_CA_CERTS` names).",
-    "proxy.http2": "Offer HTTP/2 to clients and upstreams; `false` = HTTP/1.1 only (the cure for HTTP/2 jitter).",
-    "proxy.intercept_hosts": "Hosts the intercepting listener decrypts; every other CONNECT is tunnelled untouched.",
-    "proxy.drain_s": "On stop, in-flight streams get this many seconds to finish.",
-    "proxy.read_timeout_s": "An upstream that sends nothing for this many seconds is cut off (logged as a stall).",
-    "proxy.max_body_bytes": "Larger request bodies are answered with an Anthropic-shaped 413.",
-    "routing": "Which lane each request goes to.",
-    "routing.paused": "Kill-switch: `true` sends everything to `default_lane` (`ccctl pause`/`resume` override it).",
-    "routing.default_lane": "Where everything else, and every fallback, goes; must be a pass-through (unkeyed) lane.",
-    "routing.rules": "First match wins; no match means `default_lane`.",
-    "routing.rules[].match": "Case-insensitive glob on the request's model, e.g. `*haiku*`.",
-    "routing.rules[].lane": "The lane a matching request goes to (must exist under `lanes`).",
-    "routing.rules[].model": "Rewrite the model for that lane (e.g. `glm-4.5-air`); `null` keeps the client's model.",
-    "routing.rules[].enabled": "`false` keeps the rule matching but not applied (logged as `rule_disabled`).",
-    "lanes": "Upstreams by name. Built in: `anthropic` (pass-through) and `zai` (keyed).",
-    "lanes.<name>": "One upstream. Without a key setting it is pass-through: the client's credentials go as sent.",
-    "lanes.<name>.url": "Base URL, http or https; its path prefix is kept (`<url>/v1/messages`).",
-    "lanes.<name>.api_key_env": "Environment variable holding this lane's key (makes the lane keyed).",
-    "lanes.<name>.api_key_file": "File holding this lane's key, chmod 600 (alternative to `api_key_env`).",
-    "lanes.<name>.header_mode": "How a keyed lane's key is sent: `x-api-key`, or `authorization` (Bearer); "
-    "`null` = `x-api-key`.",
-    "breaker": "The offload lanes' circuit breaker and the single failover.",
-    "breaker.failures": "This many failures (connect error, 429, 5xx, 401/403) ...",
-    "breaker.window_s": "... within this many seconds open the lane's breaker.",
-    "breaker.cooldown_s": "Seconds the lane's traffic goes to `default_lane` (or `Retry-After`, if longer).",
-    "breaker.failover": "Retry a refused offload call once on `default_lane`, before the client saw a byte.",
-    "logs": "The usage log (one JSON line per call).",
-    "logs.dir": "Directory of `usage.jsonl` and its rotated `.gz` files; a change applies live.",
-    "logs.rotate_bytes": "Rotate when the file would grow past this many bytes ...",
-    "logs.keep": "... keeping this many rotated files.",
-    "logs.daily": "Also rotate once a day (local time).",
-    "bundle": "The nightly review bundle (usage, metrics, verify, REPORT.html, config, daemon log).",
-    "bundle.dir": "Where bundles are written: `<dir>/<prefix>-YYYYmmdd-HHMMSS/` and `.tgz`.",
-    "bundle.prefix": "File name prefix of bundles (letters, digits, `.`, `_`, `-`).",
-    "bundle.schedule": "When the nightly run happens: a 5-field crontab (minute hour day month weekday).",
-    "bundle.timezone": "Time zone of the schedule; `null` = this machine's local zone.",
-    "bundle.keep": "Newest bundles kept; older ones ccmitm made are removed (nothing else is touched).",
-    "bundle.enabled": "`false`: no nightly run (`ccctl bundle` still works).",
-    "pricing": "Optional prices per model glob, for the savings estimate of `ccctl summarize`.",
-    "pricing.<glob>": 'A model glob, e.g. `"*haiku*"`.',
-    "pricing.<glob>.input_per_mtok": "Price of one million input tokens.",
-    "pricing.<glob>.output_per_mtok": "Price of one million output tokens.",
-    "control": "The control socket `ccctl` talks to.",
-    "control.socket": "Socket path; `null` = `$XDG_RUNTIME_DIR/ccmitm/control.sock` (else the state dir).",
-}
-
-#: Examples for keys whose default says little.
-EXAMPLES: dict[str, Any] = {
-    "lanes.<name>.api_key_file": "~/.config/ccmitm/zai.key",
-    "lanes.<name>.url": "https://api.z.ai/api/anthropic",
-    "pricing": {"*haiku*": {"input_per_mtok": 1.0, "output_per_mtok": 5.0}},
-    "bundle.timezone": "Europe/Berlin",
-    "control.socket": "~/.local/state/ccmitm/control.sock",
-}
+from ccmitm.config.model import Config, builtin_defaults
 
 
 @dataclass(frozen=True)
 class Key:
-    path: str
+    path: str  # "proxy.port", "lanes.<name>.url", "routing.rules[].match"
     type: str
-    default: str
+    default: Any  # PydanticUndefined when the key has none (required where it appears)
     description: str
-    example: str = ""
+    example: Any = PydanticUndefined
 
-
-def _yaml_value(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+    @property
+    def has_default(self) -> bool:
+        return self.default is not PydanticUndefined
 
 
 def type_name(annotation: Any) -> str:
@@ -128,59 +70,61 @@ def _limits(metadata: list[Any]) -> str:
     return ", ".join(parts)
 
 
-def _builtin(path: list[str]) -> Any:
-    node: Any = BUILTIN
-    for part in path:
-        if not isinstance(node, dict) or part not in node:
-            return PydanticUndefined
-        node = node[part]
-    return node
+def _plain(value: Any) -> Any:
+    """A default as the data a YAML file would hold (models dumped without their own defaults)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_defaults=True)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
 
 
-def walk(
-    model: type[BaseModel] = Config, prefix: str = "", builtin_path: list[str] | None = None
-) -> Iterator[Key]:
-    """Every key of ``model``, depth first, in the model's field order. ``builtin_path`` is where
-    the model sits in ``BUILTIN`` (None inside lanes, rules and prices, which have no one default)."""
-    if model is Config and builtin_path is None:
-        builtin_path = []
+def _default(field: FieldInfo) -> Any:
+    if field.default_factory is not None:
+        return _plain(field.default_factory())  # type: ignore[call-arg]
+    return _plain(field.default)
+
+
+def _description(path: str, text: str | None) -> str:
+    if not text:
+        raise KeyError(f"config doc: no description for {path}; add one to its Field in config/model.py")
+    return " ".join(text.split())
+
+
+def _model(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def walk(model: type[BaseModel] = Config, prefix: str = "") -> Iterator[Key]:
+    """Every key of ``model``, depth first, in the model's field order."""
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
-        here = [*(builtin_path or []), name] if builtin_path is not None else None
-        default = _builtin(here) if here is not None else PydanticUndefined
-        if default is PydanticUndefined:
-            default = field.default
         annotation = field.annotation
         kind = type_name(annotation)
         limits = _limits(field.metadata)
         if limits:
             kind += f" ({limits})"
-        if path not in DESCRIPTIONS:
-            raise KeyError(f"configdoc: no description for {path}; add one to DESCRIPTIONS")
-        example = EXAMPLES.get(path)
-        yield Key(
-            path,
-            kind,
-            "" if default is PydanticUndefined else _yaml_value(default),
-            DESCRIPTIONS[path],
-            "" if example is None else _yaml_value(example),
-        )
+        example = field.examples[0] if field.examples else PydanticUndefined
+        yield Key(path, kind, _default(field), _description(path, field.description), example)
         origin, args = get_origin(annotation), get_args(annotation)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            yield from walk(annotation, path + ".", here)
-        elif origin is list and isinstance(args[0], type) and issubclass(args[0], BaseModel):
-            yield from walk(args[0], path + "[].", None)
-        elif origin is dict and isinstance(args[1], type) and issubclass(args[1], BaseModel):
-            item = f"{path}.{'<glob>' if name == 'pricing' else '<name>'}"
-            yield Key(item, "mapping", "", DESCRIPTIONS[item], "")
-            yield from walk(args[1], item + ".", None)
+        if (inner := _model(annotation)) is not None:
+            yield from walk(inner, path + ".")
+        elif origin is list and (item := _model(args[0])) is not None:
+            yield from walk(item, path + "[].")
+        elif origin is dict and (item := _model(args[1])) is not None:
+            entry = f"{path}.{'<glob>' if name == 'pricing' else '<name>'}"
+            yield Key(entry, "mapping", PydanticUndefined, _description(entry, item.__doc__))
+            yield from walk(item, entry + ".")
 
 
+# --- docs/CONFIG.md ----------------------------------------------------------------------------------
 HEADER = """\
 # Configuration reference
 
-<!-- Generated by `python -m ccmitm.config.doc` (`make docs`) from the config model in
-daemon/config.py; tests/test_configdoc.py fails when this file and the model disagree. -->
+<!-- Generated by `python -m ccmitm.config.doc` (`make docs`) from the config schema in
+daemon/config/model.py; tests/config/test_doc.py fails when this file and the schema disagree. -->
 
 Every key of `config.yaml`, with its type, built-in default and meaning. A file only needs what
 you change: it is merged over the defaults (mappings merge key by key, lists and scalars replace).
@@ -194,6 +138,11 @@ at load: `OFFLOAD_PAUSED=1` (paused), `FORCE_HAIKU_TO_ZAI=0` (Haiku rules disabl
 """
 
 
+def json_value(value: Any) -> str:
+    """A value as the reference shows it: strings bare, everything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -201,22 +150,135 @@ def _cell(text: str) -> str:
 def render() -> str:
     sections: list[str] = [HEADER]
     for key in walk():
+        default = json_value(key.default) if key.has_default else ""
+        example = json_value(key.example) if key.example is not PydanticUndefined else ""
         if "." not in key.path:
             sections.append(f"\n## `{key.path}`\n\n{key.description}\n")
-            if not key.default.startswith("{") or key.path in ("lanes", "pricing"):
-                sections.append(f"\nDefault: `{key.default}`.\n")
-            if key.example:
-                sections.append(f"Example: `{key.example}`.\n")
+            if key.path in ("lanes", "pricing"):  # the other sections' defaults are their keys'
+                sections.append(f"\nDefault: `{default}`.\n")
+            if example:
+                sections.append(f"Example: `{example}`.\n")
             sections.append("\n| key | type | default | description |\n|---|---|---|---|\n")
             continue
-        default = f"`{_cell(key.default)}`" if key.default else ""
-        description = key.description + (f" Example: `{_cell(key.example)}`." if key.example else "")
-        sections.append(f"| `{key.path}` | {_cell(key.type)} | {default} | {_cell(description)} |\n")
+        shown = f"`{_cell(default)}`" if default else ""
+        description = key.description + (f" Example: `{_cell(example)}`." if example else "")
+        sections.append(f"| `{key.path}` | {_cell(key.type)} | {shown} | {_cell(description)} |\n")
     return "".join(sections)
 
 
-def main() -> None:
-    print(render(), end="")
+# --- etc/config.yaml ---------------------------------------------------------------------------------
+EXAMPLE_HEADER = """\
+# ccmitm configuration: every key, with its built-in default.
+#
+# Generated by `python -m ccmitm.config.doc --example` (`make docs`) from daemon/config/model.py;
+# the full reference is docs/CONFIG.md.
+#
+# Copy to ~/.config/ccmitm/config.yaml (or point --config / $CCMITM_CONFIG at it) and keep only
+# what you change: a file is merged over these defaults (mappings merge, lists replace).
+# Check a file without starting anything:   ccctl config check FILE
+# The running daemon reloads this file within ~2 s of a save; a bad edit is rejected as a whole
+# (the old config keeps serving and `ccctl status` shows the error).
+"""
+
+
+def yaml_scalar(value: Any) -> str:
+    """A scalar as YAML, quoted only where plain text would read back as something else."""
+    if isinstance(value, str):
+        try:
+            plain_ok = value != "" and yaml.safe_load(value) == value
+        except yaml.YAMLError:
+            plain_ok = False
+        return value if plain_ok and ": " not in value and " #" not in value else json.dumps(value)
+    return json.dumps(value)
+
+
+def _comment(text: str, indent: str) -> list[str]:
+    return [f"{indent}# {line}" for line in _wrap(text, 96 - len(indent))]
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines: list[str] = []
+    current = ""
+    for word in text.split():
+        if current and len(current) + 1 + len(word) > width:
+            lines.append(current)
+            current = word
+        else:
+            current = f"{current} {word}" if current else word
+    return [*lines, current] if current else lines
+
+
+def _yaml_lines(value: Any, indent: str, keys: dict[str, Key], path: str) -> list[str]:
+    """``value`` (a default) as block YAML under ``path``, each key preceded by its description."""
+    out: list[str] = []
+    if isinstance(value, dict):
+        for name, item in value.items():
+            child = f"{path}.{name}" if path else name
+            key = keys.get(child) or keys.get(_generic(child))
+            if key is not None and "<" in key.path and key.path.endswith(">"):
+                key = None  # a named entry (a lane): its keys carry the descriptions
+            if key is not None:
+                out += _comment(key.description, indent)
+            out += _item(f"{indent}{yaml_scalar(name)}:", item, indent, keys, child)
+        return out
+    for item in value:  # a list of mappings (the routing rules)
+        lines = _yaml_lines(item, indent + "  ", keys, path + "[]")
+        first = next(i for i, line in enumerate(lines) if not line.lstrip().startswith("#"))
+        lines[first] = f"{indent}- " + lines[first].lstrip()
+        out += lines
+    return out
+
+
+def _item(head: str, value: Any, indent: str, keys: dict[str, Key], path: str) -> list[str]:
+    if isinstance(value, dict) and value:
+        return [head, *_yaml_lines(value, indent + "  ", keys, path)]
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return [head, *_yaml_lines(value, indent + "  ", keys, path)]
+    if isinstance(value, list) and value:
+        return [head, *[f"{indent}  - {yaml_scalar(item)}" for item in value]]
+    text = "{}" if value == {} else "[]" if value == [] else yaml_scalar(value)
+    return [f"{head} {text}"]
+
+
+def _generic(path: str) -> str:
+    """``lanes.zai.url`` -> ``lanes.<name>.url`` (how the schema names keys inside lanes)."""
+    parts = path.split(".")
+    if parts[0] in ("lanes", "pricing") and len(parts) > 1:
+        parts[1] = "<name>" if parts[0] == "lanes" else "<glob>"
+    return ".".join(parts)
+
+
+def render_example() -> str:
+    keys = {key.path: key for key in walk()}
+    # Sections show every key with its default; lanes show only what the built-in lanes set.
+    defaults = builtin_defaults()
+    out = [EXAMPLE_HEADER]
+    for key in walk():
+        if "." in key.path:
+            continue
+        value = key.default if key.path == "lanes" else defaults[key.path]
+        out.append("")
+        out += _comment(key.description, "")
+        out += _item(f"{key.path}:", value, "", keys, key.path)
+        if key.example is not PydanticUndefined:
+            out.append("# for example:")
+            out += ["# " + line for line in _item(f"{key.path}:", key.example, "", keys, key.path)]
+        if key.path == "lanes":
+            # The optional lane keys that the built-in lanes leave unset, shown once for reference.
+            out.append("#   <name>:")
+            for name in ("api_key_file", "header_mode"):
+                lane_key = keys[f"lanes.<name>.{name}"]
+                sample = lane_key.example if lane_key.example is not PydanticUndefined else "x-api-key"
+                out += _comment(lane_key.description, "#     ")
+                out.append(f"#     {name}: {yaml_scalar(sample)}")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write docs/CONFIG.md (or, with --example, etc/config.yaml).")
+    parser.add_argument("--example", action="store_true", help="the commented example config instead")
+    args = parser.parse_args(argv)
+    print(render_example() if args.example else render(), end="")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,14 +8,15 @@ leave a file the daemon would reject.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 from ruamel.yaml import YAML
 
-from ccmitm.config.load import ConfigError, Problem, validate
+from ccmitm import paths
+from ccmitm.config.errors import ConfigError, Problem
+from ccmitm.config.load import validate
 
 
 def parse_value(text: str) -> Any:
@@ -44,8 +45,6 @@ def set_value(path: Path, dotted_key: str, value: Any) -> None:
     text = buffer.getvalue()
     validate(yaml.safe_load(text), str(path))  # raises ConfigError with every problem
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    partial = path.with_name(f".{path.name}.ccctl-tmp")
-    partial.write_text(text, encoding="utf-8")
-    if path.exists():
-        os.chmod(partial, path.stat().st_mode & 0o777)
-    os.replace(partial, path)
+    # The file keeps its mode; a new one is the user's alone.
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+    paths.write_atomic(path, text.encode("utf-8"), mode)

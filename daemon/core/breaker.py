@@ -47,10 +47,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 if TYPE_CHECKING:
-    from ccmitm.config.load import BreakerConfig
+    from ccmitm.config.model import BreakerConfig
 
 # The kinds of failure that count against a lane (is_breaker_failure returns one of these).
 CONNECT = "connect"  # no response at all: refused, DNS, TLS, reset before the status line
@@ -117,6 +117,32 @@ def parse_retry_after(value: str | None, now_wall: float) -> float | None:
     except (OverflowError, OSError, ValueError):
         return None
     return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+class FailureSnapshot(TypedDict):
+    kind: str
+    status: int | None
+    at: str | None
+    text: str
+
+
+class BreakerSnapshot(TypedDict):
+    """A breaker as ``ccctl status`` shows it: plain data, wall-clock times in ISO 8601 UTC."""
+
+    lane: str
+    state: str  # "closed", "open" or "half_open"
+    failures: int
+    threshold: int
+    window_s: float
+    cooldown_s: float
+    opened_at: str | None
+    retry_at: str | None
+    retry_in_s: float | None
+    open_reason: str | None
+    message: str | None
+    trial_in_flight: bool
+    opens: int
+    last_failure: FailureSnapshot | None
 
 
 @dataclass(frozen=True)
@@ -353,7 +379,7 @@ class CircuitBreaker:
         wall = self._wall() - (now - at)
         return datetime.fromtimestamp(wall, UTC).isoformat(timespec="seconds")
 
-    def snapshot(self, now: float | None = None) -> dict[str, Any]:
+    def snapshot(self, now: float | None = None) -> BreakerSnapshot:
         """Plain data for ``ccctl status``: no secrets, wall-clock times in ISO 8601 UTC."""
         now = self._now(now)
         state = self.state(now)

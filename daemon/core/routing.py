@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from ccmitm.config.load import Config
+from ccmitm.config.model import Config
 
 
 class Reason(StrEnum):

@@ -38,10 +38,17 @@ import httpx
 import yaml
 
 from ccmitm import paths
-from ccmitm.config.load import Config, load
-from ccmitm.control.server import ControlError, call, is_running
-from ccmitm.reports import records as report
-from ccmitm.reports.secretscan import redact_text, scan_tree
+from ccmitm.config.load import load
+from ccmitm.config.model import Config
+from ccmitm.control.client import call, is_running
+from ccmitm.control.protocol import ControlError
+from ccmitm.core.redact import redact_text
+from ccmitm.core.stats import p50_p95
+from ccmitm.reports.audit import verify
+from ccmitm.reports.records import UsageLines, parse_ts, since_filter
+from ccmitm.reports.secretscan import scan_tree
+from ccmitm.reports.summary import summarize
+from ccmitm.reports.text import format_verify
 
 PREFIX = "ccmitm-endurance-"
 POINTER = "endurance-last.json"  # in the state dir: where the newest evidence is (for the bundle)
@@ -334,8 +341,8 @@ def client_stats(calls: list[CallResult]) -> dict[str, dict[str, Any]]:
             result[phase][family] = {
                 "calls": len(items),
                 "errors": len(errors),
-                "duration_ms": report.p50_p95(durations),
-                "ttfb_ms": report.p50_p95(ttfbs),
+                "duration_ms": p50_p95(durations),
+                "ttfb_ms": p50_p95(ttfbs),
                 "first_errors": errors[:5],
             }
     return result
@@ -346,12 +353,12 @@ def log_stats(
 ) -> dict[str, Any]:
     """Per phase and lane, from the daemon's own usage log (its view of the same calls)."""
     records = list(
-        report.since_filter(report.UsageLines(logs_dir), min((w[0] for w in windows.values()), default=None))
+        since_filter(UsageLines(logs_dir), min((w[0] for w in windows.values()), default=None))
     )
     result: dict[str, Any] = {}
     for phase, (start, end) in windows.items():
-        inside = [r for r in records if (stamp := report.parse_ts(r.get("ts"))) and start <= stamp <= end]
-        summary = report.summarize(inside, default_lane=default_lane)
+        inside = [r for r in records if (stamp := parse_ts(r.get("ts"))) and start <= stamp <= end]
+        summary = summarize(inside, default_lane=default_lane)
         result[phase] = {
             lane: {k: data[k] for k in ("calls", "errors", "duration_ms", "ttfb_ms", "by_request_class")}
             for lane, data in summary["lanes"].items()
@@ -689,8 +696,8 @@ def run(
                 )
             except ControlError as exc:
                 checks.append(CheckResult("warm-up: the daemon answers status", False, redact_text(str(exc))))
-            baseline = report.summarize(
-                report.UsageLines(Path(config.logs.dir)), default_lane=config.routing.default_lane
+            baseline = summarize(
+                UsageLines(Path(config.logs.dir)), default_lane=config.routing.default_lane
             )
             warmup["baseline_summary"] = {
                 "records": baseline["window"]["records"],
@@ -724,8 +731,8 @@ def run(
                 world.stop()  # flush the usage log before reading it
         time.sleep(0.5 if world is None else 0)
 
-        audit = report.verify(
-            report.since_filter(report.UsageLines(Path(config.logs.dir)), started), config, keep=20
+        audit = verify(
+            since_filter(UsageLines(Path(config.logs.dir)), started), config, keep=20
         )
         checks.append(CheckResult("verify: routing and header hygiene hold", audit.ok, audit.verdict))
         metrics = {
@@ -751,7 +758,7 @@ def run(
                 "SUMMARY.md": render_summary(metrics, checks),
                 "TESTS.md": render_tests(checks),
                 "METRICS.json": json.dumps(metrics, indent=2) + "\n",
-                "VERIFY.txt": report.format_verify(audit, proof=True),
+                "VERIFY.txt": format_verify(audit, proof=True),
             }
 
         files = evidence()

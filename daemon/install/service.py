@@ -23,7 +23,7 @@ from typing import Literal
 from xml.sax.saxutils import escape as xml_escape
 
 from ccmitm import paths
-from ccmitm.config.load import Config
+from ccmitm.config.model import Config
 
 Manager = Literal["systemd", "launchd"]
 

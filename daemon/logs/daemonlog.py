@@ -10,9 +10,9 @@ import logging
 import sys
 from pathlib import Path
 
-from ccmitm.config.load import Config
+from ccmitm.config.model import Config
+from ccmitm.core.redact import redact_text
 from ccmitm.logs.files import RotatingAppendFile
-from ccmitm.reports.secretscan import redact_text
 
 DAEMON_LOG = "daemon.log"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -22,14 +22,12 @@ class RedactingFormatter(logging.Formatter):
     """Scrubs credentials from every formatted record: a log is a place a secret could leak into
     (an exception text, an upstream's error message), and the daemon log goes into bundles."""
 
-    secret_values: tuple[str, ...] = ()  # the lane keys in use, set by the supervisor
+    def __init__(self, fmt: str):
+        super().__init__(fmt)
+        self.secret_values: tuple[str, ...] = ()  # the lane keys in use, scrubbed by exact value
 
     def format(self, record: logging.LogRecord) -> str:
         return redact_text(super().format(record), self.secret_values)
-
-
-def set_secret_values(values: tuple[str, ...]) -> None:
-    RedactingFormatter.secret_values = values
 
 
 class RotatingFileHandler(logging.Handler):
@@ -49,15 +47,19 @@ class RotatingFileHandler(logging.Handler):
             self.handleError(record)
 
 
-_file_handler: RotatingFileHandler | None = None
+class DaemonLog:
+    """The daemon's own log as set up by :func:`setup_logging`; the supervisor owns it."""
+
+    def __init__(self, file: RotatingAppendFile, formatter: RedactingFormatter):
+        self.file = file
+        self._formatter = formatter
+
+    def set_secret_values(self, values: tuple[str, ...]) -> None:
+        """The lane keys in use, so the formatter scrubs them even in a format no pattern knows."""
+        self._formatter.secret_values = values
 
 
-def daemon_log_file() -> RotatingAppendFile | None:
-    return _file_handler.file if _file_handler else None
-
-
-def setup_logging(state_dir: Path, config: Config, level: str = "info") -> None:
-    global _file_handler
+def setup_logging(state_dir: Path, config: Config, level: str = "info") -> DaemonLog:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -68,10 +70,11 @@ def setup_logging(state_dir: Path, config: Config, level: str = "info") -> None:
     file = RotatingAppendFile(
         state_dir / DAEMON_LOG, config.logs.rotate_bytes, config.logs.keep, config.logs.daily
     )
-    _file_handler = RotatingFileHandler(file)
-    _file_handler.setFormatter(formatter)
-    root.addHandler(_file_handler)
+    file_handler = RotatingFileHandler(file)
+    file_handler.setFormatter(formatter)
+    root.addHandler(file_handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("ccmitm").setLevel(level.upper())
     # --log-level debug also lets mitmproxy's own info records through, for debugging sessions.
     logging.getLogger("mitmproxy").setLevel(logging.INFO if level == "debug" else logging.WARNING)
+    return DaemonLog(file, formatter)

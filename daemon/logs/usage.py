@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ccmitm.core.redact import redact_text
 from ccmitm.logs.files import RotatingAppendFile
-from ccmitm.reports.secretscan import redact_text
 
 log = logging.getLogger(__name__)
 

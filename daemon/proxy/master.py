@@ -19,7 +19,7 @@ from mitmproxy import options
 from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 from mitmproxy.master import Master
 
-from ccmitm.config.load import Config
+from ccmitm.config.model import Config
 from ccmitm.proxy.state import LaneEndpoint
 
 log = logging.getLogger(__name__)

@@ -17,13 +17,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-from ccmitm.config.load import Config, LaneConfig, LaneKey, LoadedConfig, resolve_lane_key
+from ccmitm.config.keys import LaneKey, resolve_lane_key
+from ccmitm.config.load import LoadedConfig
+from ccmitm.config.model import Config, LaneConfig
+from ccmitm.control.protocol import LaneCounters
 from ccmitm.core.breaker import CircuitBreaker
 from ccmitm.core.crosslane import SignatureRegistry
 from ccmitm.core.routing import LaneConditions, RoutingTable
+from ccmitm.core.stats import p50_p95
 from ccmitm.logs.usage import TOKEN_FIELDS, UNMARKED, UsageRecord
 from ccmitm.paths import write_private
 
@@ -110,15 +113,13 @@ class LatencyWindow:
     def add(self, value: float) -> None:
         self._recent.append(value)
 
-    def percentile(self, fraction: float) -> float | None:
-        if not self._recent:
-            return None
-        ordered = sorted(self._recent)
-        index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-        return round(ordered[index], 1)
+    def p50_p95(self) -> tuple[float | None, float | None]:
+        figures = p50_p95(self._recent)
+        return _round(figures["p50"]), _round(figures["p95"])
 
 
-#: The token counters a lane keeps, as named in the usage record and in ``status``.
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 @dataclass
@@ -131,14 +132,20 @@ class LaneStats:
     request_classes: Counter[str] = field(default_factory=Counter)
     tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_FIELDS, 0))
 
-    def as_dict(self) -> dict[str, Any]:
+    def counters(self) -> LaneCounters:
+        p50, p95 = self.durations.p50_p95()
         return {
             "requests": self.requests,
             "errors": self.errors,
-            "p50_ms": self.durations.percentile(0.5),
-            "p95_ms": self.durations.percentile(0.95),
+            "p50_ms": p50,
+            "p95_ms": p95,
             "by_request_class": dict(sorted(self.request_classes.items())),
-            "tokens": dict(self.tokens),
+            "tokens": {
+                "input_tokens": self.tokens["input_tokens"],
+                "output_tokens": self.tokens["output_tokens"],
+                "cache_read_input_tokens": self.tokens["cache_read_input_tokens"],
+                "cache_creation_input_tokens": self.tokens["cache_creation_input_tokens"],
+            },
         }
 
 

@@ -33,14 +33,19 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from ccmitm import __version__
-from ccmitm.config.load import Config, resolve_lane_keys
+from ccmitm.config.keys import resolve_lane_keys
+from ccmitm.config.model import Config
+from ccmitm.core.redact import redact_text
 from ccmitm.logs.daemonlog import DAEMON_LOG
 from ccmitm.logs.files import all_files, read_lines
 from ccmitm.logs.usage import USAGE_FILE
 from ccmitm.paths import ensure_private_dir, write_private
+from ccmitm.reports.audit import verify
 from ccmitm.reports.html import render_report
-from ccmitm.reports.records import UsageLines, format_verify, parse_ts, summarize, verify
-from ccmitm.reports.secretscan import Finding, redact_text, scan_tree
+from ccmitm.reports.records import UsageLines, parse_ts
+from ccmitm.reports.secretscan import Finding, scan_tree
+from ccmitm.reports.summary import summarize
+from ccmitm.reports.text import format_verify
 
 STATE_FILE = "bundle-state.json"
 STAGING_DIR = "bundle-staging"

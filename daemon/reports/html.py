@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ccmitm.reports.records import Record, is_error, parse_ts, percentile
+from ccmitm.core.stats import percentile
+from ccmitm.reports.records import Record, is_error, parse_ts
 
 #: Bucket widths tried in order; the first that keeps a chart at or under MAX_BUCKETS wins.
 BUCKETS = (

@@ -1,5 +1,5 @@
 """``python -m ccmitm.supervisor``: the same as the ``ccmitmd`` command."""
 
-from ccmitm.supervisor.daemon import main
+from ccmitm.supervisor.main import main
 
 main()

@@ -1,7 +1,8 @@
-"""ccmitmd: the long-running supervisor. It wires the rooms together and holds no routing logic.
+"""The running daemon: starts its parts in order, reloads its config, stops them in reverse.
 
-Start order: config -> state dir and logs -> usage writer -> proxy listeners -> control socket,
-config watcher, scheduler -> READY. Stop order is the reverse, after a drain of in-flight calls.
+Start order: state dir and logs -> usage writer -> proxy listeners -> control socket, config
+watcher, scheduler -> READY. Stop order is the reverse, after a drain of in-flight calls. It holds
+no routing logic: the proxy's Router decides, this object only owns and connects the parts.
 """
 
 from __future__ import annotations
@@ -12,30 +13,29 @@ import json
 import logging
 import os
 import signal
-import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import click
-
 from ccmitm import __version__, paths
-from ccmitm.config.load import ConfigError, LoadedConfig, load
-from ccmitm.control.server import ControlError, ControlServer
-from ccmitm.logs.daemonlog import daemon_log_file, set_secret_values, setup_logging
+from ccmitm.config.errors import ConfigError
+from ccmitm.config.load import BUILTIN_SOURCE, LoadedConfig, load
+from ccmitm.control.protocol import ControlError, ReloadReply, ReopenReply, RotateReply
+from ccmitm.control.server import ControlServer
+from ccmitm.logs.daemonlog import DaemonLog
 from ccmitm.logs.usage import UsageLog
 from ccmitm.proxy.addon import Router
 from ccmitm.proxy.master import ListenerError, Proxy, secure_confdir
-from ccmitm.proxy.state import LaneStats, PauseStore, Runtime, Snapshot
+from ccmitm.proxy.state import PauseStore, Runtime, Snapshot
 from ccmitm.reports.bundle import load_last_run, make_bundle
-from ccmitm.supervisor.housekeeping import BUNDLE_JOB, Housekeeping
+from ccmitm.supervisor.handlers import control_handlers
+from ccmitm.supervisor.housekeeping import Housekeeping
 from ccmitm.supervisor.notify import Notifier
 from ccmitm.supervisor.watcher import ConfigWatcher
 
 log = logging.getLogger("ccmitm")
 
-EXIT_CONFIG = 2
 EXIT_LISTEN = 3
 PID_FILE = "ccmitmd.pid"
 LAST_GOOD = "last-good-config.yaml"
@@ -53,20 +53,22 @@ def load_for_start(config_path: Path, state_dir: Path) -> StartConfig:
     try:
         return StartConfig(load(config_path), None)
     except ConfigError as exc:
-        message = f"{exc.source}: " + "; ".join(map(str, exc.problems))
         last_good = state_dir / LAST_GOOD
         if last_good.exists():
             try:
                 loaded = load(last_good)
             except ConfigError:
                 raise exc from None
-            return StartConfig(loaded, message)
+            return StartConfig(loaded, exc.one_line())
         raise
 
 
 class Daemon:
-    def __init__(self, config_path: Path, state_dir: Path, start: StartConfig):
+    def __init__(
+        self, config_path: Path, state_dir: Path, start: StartConfig, daemon_log: DaemonLog | None = None
+    ):
         self.config_path = config_path
+        self.daemon_log = daemon_log  # None when the caller set up logging itself
         self.state_dir = state_dir
         config = start.loaded.config
         self.runtime = Runtime(Snapshot.build(start.loaded), PauseStore(state_dir / "state.json"))
@@ -79,9 +81,9 @@ class Daemon:
         self.router = Router(self.runtime, self.usage.write)
         self.proxy: Proxy | None = None
         self.notifier = Notifier.from_env()
-        self.control = ControlServer(config.socket_path(), self._handlers())
+        self.control = ControlServer(config.socket_path(), control_handlers(self))
         self.watcher = ConfigWatcher(config_path, self._reload_soon)
-        self.housekeeping = Housekeeping(self._rotate_logs, self._run_bundle, self._last_bundle_at)
+        self.housekeeping = Housekeeping(self._rotate_logs, self.run_bundle, self._last_bundle_at)
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -93,7 +95,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._reopen_logs()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reopen_logs()))
         self.usage.start()
         config = self.runtime.active.config
         self.proxy = Proxy(config, [self.router])
@@ -142,7 +144,6 @@ class Daemon:
         for task in list(self._tasks):
             task.cancel()
         await self.proxy.shutdown()
-        await self.router.failover_client.close()
         self.usage.close()
         self._save_signatures()
         with contextlib.suppress(FileNotFoundError):
@@ -181,14 +182,14 @@ class Daemon:
     def _save_last_good(self) -> None:
         """Remember the config that is serving, so a broken file cannot keep the proxy down at start."""
         source = self.runtime.active.loaded.source
-        if source == "built-in defaults" or Path(source) == self.state_dir / LAST_GOOD:
+        if source == BUILTIN_SOURCE or Path(source) == self.state_dir / LAST_GOOD:
             return
         with contextlib.suppress(OSError):
             paths.write_private(self.state_dir / LAST_GOOD, Path(source).read_bytes())
 
     def _announce(self) -> None:
         snapshot = self.runtime.active
-        _publish_secrets(snapshot)
+        self._publish_secrets(snapshot)
         for override in snapshot.loaded.overrides:
             log.info("environment override: %s", override)
         for name, lane in snapshot.lanes.items():
@@ -204,6 +205,11 @@ class Daemon:
         log.info(
             "ccmitmd %s ready: %s (config: %s)", __version__, self._status_line(), snapshot.loaded.source
         )
+
+    def _publish_secrets(self, snapshot: Snapshot) -> None:
+        """Tell the log formatter the lane keys in use, so it scrubs them even in an unknown format."""
+        if self.daemon_log is not None:
+            self.daemon_log.set_secret_values(tuple(lane.key for lane in snapshot.lanes.values() if lane.key))
 
     def _status_line(self) -> str:
         proxy = self.runtime.active.config.proxy
@@ -227,19 +233,21 @@ class Daemon:
     def _reload_soon(self) -> None:
         self._spawn(self.reload("file change"))
 
-    async def reload(self, trigger: str) -> dict[str, Any]:
+    async def reload(self, trigger: str) -> ReloadReply:
         async with self._reload_lock:
             try:
-                loaded = load(self.config_path)
+                # Parsing, validation and reading lane keys run in a worker thread: a reload
+                # never holds up the streams the event loop is serving.
+                loaded = await asyncio.to_thread(load, self.config_path)
+                snapshot = await asyncio.to_thread(Snapshot.build, loaded)
             except ConfigError as exc:
-                message = f"{exc.source}: " + "; ".join(map(str, exc.problems))
+                message = exc.one_line()
                 self.runtime.reload_failed(message)
                 log.error(
                     "config reload (%s) rejected, the previous config keeps serving: %s", trigger, message
                 )
                 return {"ok": False, "error": message}
             previous = self.runtime.active
-            snapshot = Snapshot.build(loaded)
             assert self.proxy is not None
             try:
                 await self.proxy.apply(loaded.config)
@@ -252,7 +260,7 @@ class Daemon:
                 )
                 return {"ok": False, "error": message}
             self.runtime.swap(snapshot)
-            _publish_secrets(snapshot)
+            self._publish_secrets(snapshot)
             self._apply_edges(loaded)
             self._save_last_good()
             changed = _changed_sections(previous.config.redacted(), loaded.config.redacted())
@@ -268,8 +276,8 @@ class Daemon:
     def _apply_edges(self, loaded: LoadedConfig) -> None:
         config = loaded.config
         self.usage.file.configure(config.logs.rotate_bytes, config.logs.keep, config.logs.daily)
-        if daemon_file := daemon_log_file():
-            daemon_file.configure(config.logs.rotate_bytes, config.logs.keep, config.logs.daily)
+        if self.daemon_log is not None:
+            self.daemon_log.file.configure(config.logs.rotate_bytes, config.logs.keep, config.logs.daily)
         self.housekeeping.configure(config.bundle)
         if Path(config.logs.dir) != self.usage.path.parent:
             # Through the writer's queue: every line before the switch lands in the old file,
@@ -288,25 +296,25 @@ class Daemon:
     # --- housekeeping ----------------------------------------------------------------------------
     async def _rotate_logs(self) -> None:
         await asyncio.wrap_future(self.usage.rotate_if_due())
-        if daemon_file := daemon_log_file():
-            await asyncio.to_thread(daemon_file.rotate_if_due)
+        if self.daemon_log is not None:
+            await asyncio.to_thread(self.daemon_log.file.rotate_if_due)
 
-    async def _force_rotate(self) -> dict[str, Any]:
+    async def force_rotate(self) -> RotateReply:
         usage = await asyncio.wrap_future(self.usage.rotate())
         daemon = None
-        if daemon_file := daemon_log_file():
-            daemon = await asyncio.to_thread(daemon_file.rotate)
+        if self.daemon_log is not None:
+            daemon = await asyncio.to_thread(self.daemon_log.file.rotate)
         log.info("logs rotated on request")
         return {"usage": str(usage) if usage else None, "daemon": str(daemon) if daemon else None}
 
-    async def _reopen_logs(self) -> dict[str, Any]:
+    async def reopen_logs(self) -> ReopenReply:
         await asyncio.wrap_future(self.usage.reopen())
-        if daemon_file := daemon_log_file():
-            await asyncio.to_thread(daemon_file.reopen)
+        if self.daemon_log is not None:
+            await asyncio.to_thread(self.daemon_log.file.reopen)
         log.info("log files reopened")
         return {"reopened": [str(self.usage.path)]}
 
-    async def _run_bundle(self) -> dict[str, Any]:
+    async def run_bundle(self) -> dict[str, Any]:
         config = self.runtime.active.config
         keys = {name: lane.key for name, lane in self.runtime.active.lanes.items() if lane.key}
         log.info("bundle: starting")
@@ -324,164 +332,7 @@ class Daemon:
         last = load_last_run(self.state_dir)
         return last.at if last else None
 
-    # --- control ---------------------------------------------------------------------------------
-    def _handlers(self) -> dict[str, Any]:
-        async def ping(_: dict[str, Any]) -> str:
-            return "pong"
-
-        async def status(_: dict[str, Any]) -> dict[str, Any]:
-            return self.status()
-
-        async def pause(_: dict[str, Any]) -> dict[str, Any]:
-            self.runtime.set_paused(True, "ccctl pause")
-            log.warning(
-                "paused by ccctl: every call goes to %s", self.runtime.active.config.routing.default_lane
-            )
-            return {"paused": True, "source": self.runtime.paused_source}
-
-        async def resume(_: dict[str, Any]) -> dict[str, Any]:
-            self.runtime.set_paused(False, "ccctl resume")
-            log.warning("resumed by ccctl: routing rules apply again")
-            return {"paused": self.runtime.paused, "source": self.runtime.paused_source}
-
-        async def reload(_: dict[str, Any]) -> dict[str, Any]:
-            result = await self.reload("ccctl reload")
-            if not result["ok"]:
-                raise ControlError(f"reload rejected (the previous config keeps serving): {result['error']}")
-            return result
-
-        async def config_show(_: dict[str, Any]) -> dict[str, Any]:
-            snapshot = self.runtime.active
-            return {
-                "source": snapshot.loaded.source,
-                "overrides": list(snapshot.loaded.overrides),
-                "config": snapshot.config.redacted(),
-                "lane_keys": {
-                    name: ("present" if lane.available else f"missing: {lane.problem}")
-                    for name, lane in snapshot.lanes.items()
-                    if lane.keyed
-                },
-            }
-
-        async def rotate(_: dict[str, Any]) -> dict[str, Any]:
-            return await self._force_rotate()
-
-        async def reopen_logs(_: dict[str, Any]) -> dict[str, Any]:
-            return await self._reopen_logs()
-
-        async def bundle(_: dict[str, Any]) -> dict[str, Any]:
-            return await self._run_bundle()
-
-        return {
-            "ping": ping,
-            "status": status,
-            "pause": pause,
-            "resume": resume,
-            "reload": reload,
-            "config-show": config_show,
-            "rotate": rotate,
-            "reopen-logs": reopen_logs,
-            "bundle": bundle,
-        }
-
-    def status(self) -> dict[str, Any]:
-        snapshot = self.runtime.active
-        config = snapshot.config
-        lanes: dict[str, Any] = {}
-        for name, lane in snapshot.lanes.items():
-            stats = self.runtime.stats.get(name)
-            breaker = self.runtime.breakers.get(name)
-            lanes[name] = {
-                "url": config.lanes[name].url,
-                "default": name == config.routing.default_lane,
-                "header_mode": lane.header_mode,
-                "available": lane.available,
-                "problem": lane.problem,
-                "breaker": breaker.snapshot() if breaker is not None else None,
-                **(stats.as_dict() if stats else LaneStats().as_dict()),
-            }
-        last_bundle = load_last_run(self.state_dir)
-        return {
-            "running": True,
-            "pid": os.getpid(),
-            "version": __version__,
-            "started_at": self.runtime.started_at.isoformat(timespec="seconds"),
-            "uptime_s": self.runtime.uptime_s(),
-            "listeners": {
-                "host": config.proxy.host,
-                "port": config.proxy.port,
-                "reverse_port": config.proxy.reverse_port,
-                "bound": [{"mode": info.mode, "addresses": info.addresses} for info in self.proxy.listeners()]
-                if self.proxy
-                else [],
-            },
-            "paused": self.runtime.paused,
-            "paused_source": self.runtime.paused_source,
-            "http2": config.proxy.http2,
-            "intercept_hosts": config.proxy.intercept_hosts,
-            "in_flight": self.router.in_flight,
-            "lanes": lanes,
-            "config": {
-                "path": str(self.config_path),
-                "source": snapshot.loaded.source,
-                "loaded_at": snapshot.loaded.loaded_at.isoformat(timespec="seconds"),
-                "overrides": list(snapshot.loaded.overrides),
-                "last_reload_error": self.runtime.last_reload_error,
-                "last_reload_error_at": self.runtime.last_reload_error_at,
-            },
-            "logs": {
-                "usage": str(self.usage.path),
-                "daemon": str(self.state_dir / "daemon.log"),
-                "lines_written": self.usage.lines_written,
-                "write_errors": self.usage.write_errors,
-            },
-            "control_socket": str(self.control.socket_path),
-            "jobs": self.housekeeping.jobs(),
-            "bundle": {
-                "next": self.housekeeping.next_run(BUNDLE_JOB),
-                "last": last_bundle.as_dict() if last_bundle else None,
-            },
-            "now": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-
-
-def _publish_secrets(snapshot: Snapshot) -> None:
-    """Tell the log formatter the lane keys in use, so it scrubs them even in an unknown format."""
-    set_secret_values(tuple(lane.key for lane in snapshot.lanes.values() if lane.key))
-
-
 def _changed_sections(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return sorted(key for key in set(before) | set(after) if before.get(key) != after.get(key))
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--config",
-    "config_option",
-    metavar="PATH",
-    help="Config file (default: $CCMITM_CONFIG, else $XDG_CONFIG_HOME/ccmitm/config.yaml).",
-)
-@click.option(
-    "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
-)
-@click.version_option(__version__, prog_name="ccmitmd")
-def main(config_option: str | None, log_level: str) -> None:
-    """Run the ccmitm routing proxy in the foreground."""
-    os.umask(0o077)  # everything the daemon creates is the user's alone
-    config_path = paths.resolve_config_path(config_option)
-    state_dir = paths.ensure_private_dir(paths.state_home())
-    try:
-        start = load_for_start(config_path, state_dir)
-    except ConfigError as exc:
-        click.echo(f"ccmitmd: invalid config {exc.source}:", err=True)
-        for problem in exc.problems:
-            click.echo(f"  {problem}", err=True)
-        click.echo("ccmitmd: fix it (check with `ccctl config check FILE`) and start again", err=True)
-        sys.exit(EXIT_CONFIG)
-    setup_logging(state_dir, start.loaded.config, log_level)
-    code = asyncio.run(Daemon(config_path, state_dir, start).run())
-    sys.exit(code)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -20,7 +20,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from tzlocal import get_localzone
 
-from ccmitm.config.load import BundleConfig
+from ccmitm.config.model import BundleConfig
 
 log = logging.getLogger(__name__)
 

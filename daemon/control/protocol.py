@@ -1,0 +1,187 @@
+"""The control protocol, typed in one place: the wire format and the shape of every reply.
+
+One JSON request line, one JSON reply line, over a Unix socket. A request is
+``{"cmd": "status", "args": {...}}``; a reply is ``{"ok": true, "result": ...}`` or
+``{"ok": false, "error": "..."}``.
+
+The replies are ``TypedDict``\\ s: on the wire they stay plain JSON (``ccctl status --json`` prints
+them as they come), while the daemon that builds them and every reader (``ccctl status``, ``top``,
+``endurance``) name their fields through these types, so a renamed field is a type error in all
+of them rather than a blank on a user's screen. This module imports nothing heavy: the control
+client loads it on every ccctl call.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, NotRequired, TypedDict
+
+from ccmitm.core.breaker import BreakerSnapshot
+
+Command = Literal[
+    "ping", "status", "pause", "resume", "reload", "config-show", "rotate", "reopen-logs", "bundle"
+]
+#: The largest request line the server reads.
+MAX_LINE = 1024 * 1024
+
+
+class ControlError(RuntimeError):
+    """The daemon answered with an error, or could not be asked."""
+
+
+# --- the wire ------------------------------------------------------------------------------------
+def encode_request(cmd: str, args: dict[str, Any]) -> bytes:
+    return json.dumps({"cmd": cmd, "args": args}).encode() + b"\n"
+
+
+def decode_request(line: bytes) -> tuple[str, dict[str, Any]]:
+    """``(cmd, args)`` of a request line; ValueError when it is not a well-formed request."""
+    try:
+        request = json.loads(line)
+        cmd = request["cmd"]
+        args = request.get("args") or {}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ValueError("malformed request") from None
+    if not isinstance(cmd, str) or not isinstance(args, dict):
+        raise ValueError("malformed request")
+    return cmd, args
+
+
+def encode_reply(result: Any = None, error: str | None = None) -> bytes:
+    reply = {"ok": False, "error": error} if error is not None else {"ok": True, "result": result}
+    return json.dumps(reply, default=str).encode() + b"\n"
+
+
+def decode_reply(raw: bytes) -> Any:
+    """The result of a reply line; ControlError with the daemon's message for an error reply."""
+    try:
+        reply = json.loads(raw)
+    except ValueError:
+        raise ControlError("ccmitmd sent an unreadable answer") from None
+    if not isinstance(reply, dict) or not reply.get("ok"):
+        error = reply.get("error") if isinstance(reply, dict) else None
+        raise ControlError(str(error or "unknown error"))
+    return reply.get("result")
+
+
+# --- replies -------------------------------------------------------------------------------------
+class TokenCounts(TypedDict):
+    input_tokens: int
+    output_tokens: int
+    cache_read_input_tokens: int
+    cache_creation_input_tokens: int
+
+
+class LaneCounters(TypedDict):
+    """A lane's counters since the daemon started (the usage record's view, kept live)."""
+
+    requests: int
+    errors: int
+    p50_ms: float | None
+    p95_ms: float | None
+    by_request_class: dict[str, int]
+    tokens: TokenCounts
+
+
+class LaneStatus(LaneCounters):
+    url: str
+    default: bool
+    header_mode: str  # "x-api-key", "authorization" or "passthrough"
+    available: bool
+    problem: str | None  # why a keyed lane has no key
+    breaker: BreakerSnapshot | None  # None for a pass-through lane
+
+
+class BoundListener(TypedDict):
+    mode: str
+    addresses: list[tuple[str, int]]  # (host, port) pairs
+
+
+class ListenersStatus(TypedDict):
+    host: str
+    port: int
+    reverse_port: int | None
+    bound: list[BoundListener]
+
+
+class ConfigStatus(TypedDict):
+    path: str
+    source: str
+    loaded_at: str
+    overrides: list[str]
+    last_reload_error: str | None
+    last_reload_error_at: str | None
+
+
+class LogsStatus(TypedDict):
+    usage: str
+    daemon: str
+    lines_written: int
+    write_errors: int
+
+
+class JobStatus(TypedDict):
+    id: str
+    name: str
+    next_run: str | None
+
+
+class BundleRun(TypedDict):
+    at: str
+    path: str | None
+    ok: bool
+    error: str | None
+
+
+class BundleStatus(TypedDict):
+    next: str | None
+    last: BundleRun | None
+
+
+class StatusReply(TypedDict):
+    running: bool
+    pid: int
+    version: str
+    started_at: str
+    uptime_s: float
+    listeners: ListenersStatus
+    paused: bool
+    paused_source: str
+    http2: bool
+    intercept_hosts: list[str]
+    in_flight: int
+    lanes: dict[str, LaneStatus]
+    config: ConfigStatus
+    logs: LogsStatus
+    control_socket: str
+    jobs: list[JobStatus]
+    bundle: BundleStatus
+    now: str
+
+
+class PauseReply(TypedDict):
+    paused: bool
+    source: str
+
+
+class ReloadReply(TypedDict):
+    ok: bool
+    source: NotRequired[str]
+    changed: NotRequired[list[str]]
+    error: NotRequired[str]
+
+
+class ConfigShowReply(TypedDict):
+    source: str
+    overrides: NotRequired[list[str]]
+    config: dict[str, Any]
+    lane_keys: NotRequired[dict[str, str]]  # "present" or "missing: <why>"; never a key
+
+
+class RotateReply(TypedDict):
+    usage: str | None
+    daemon: str | None
+
+
+class ReopenReply(TypedDict):
+    reopened: list[str]

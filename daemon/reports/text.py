@@ -1,0 +1,181 @@
+"""The human views of the reports: aligned plain-text tables for ``summarize`` and ``verify``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ccmitm.reports.audit import VerifyReport, proof_line
+from ccmitm.reports.records import iso
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+    return str(value)
+
+
+def render_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A plain aligned table: first column left-aligned, numbers right-aligned."""
+    cells = [headers, *[[_fmt(v) for v in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        parts = [
+            row[i].ljust(widths[i]) if i == 0 or not _is_numberish(row[i]) else row[i].rjust(widths[i])
+            for i in range(len(headers))
+        ]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def _is_numberish(text: str) -> bool:
+    return text == "-" or bool(re.fullmatch(r"[\d.,$%]+", text))
+
+
+def _latency_row(label: list[str], group: Mapping[str, Any]) -> list[Any]:
+    return [
+        *label,
+        group["calls"],
+        group["errors"],
+        group["duration_ms"]["p50"],
+        group["duration_ms"]["p95"],
+        group["ttfb_ms"]["p50"],
+        group["ttfb_ms"]["p95"],
+    ]
+
+
+_LATENCY_HEADERS = ["calls", "errors", "p50 ms", "p95 ms", "ttfb p50", "ttfb p95"]
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """The human view of :func:`summarize`'s output."""
+    window = summary["window"]
+    totals = summary["totals"]
+    out: list[str] = []
+    span = f"{window['first_ts'] or '-'} .. {window['last_ts'] or '-'}"
+    since = f" (since {window['since']})" if window.get("since") else ""
+    out.append(f"usage {span}{since}: {totals['calls']} calls, {totals['errors']} errors")
+    if window.get("skipped_lines"):
+        out.append(f"{window['skipped_lines']} unparseable line(s) skipped")
+    if not summary["lanes"]:
+        out.append("no usage lines")
+        return "\n".join(out) + "\n"
+
+    rows = []
+    for lane, data in summary["lanes"].items():
+        tokens = data["tokens"]
+        rows.append(
+            [
+                *_latency_row([lane], data),
+                tokens["input"],
+                tokens["output"],
+                tokens["cache_read"],
+                tokens["cache_creation"],
+            ]
+        )
+    out += [
+        "",
+        render_table(
+            ["lane", *_LATENCY_HEADERS, "tok in", "tok out", "cache rd", "cache wr"],
+            rows,
+        ),
+    ]
+    for title, key in (
+        ("by header mode (x-api-key vs authorization/Bearer)", "by_header_mode"),
+        ("by client HTTP version", "by_http_version"),
+        ("by upstream HTTP version (H1 vs H2)", "by_upstream_http_version"),
+        (
+            "by Claude Code request class (subagent vs main loop; unmarked: client did not say)",
+            "by_request_class",
+        ),
+    ):
+        rows = [
+            _latency_row([lane, value], group)
+            for lane, data in summary["lanes"].items()
+            for value, group in data[key].items()
+        ]
+        out += ["", title, render_table(["lane", key.removeprefix("by_"), *_LATENCY_HEADERS], rows)]
+
+    sessions = summary.get("sessions") or {}
+    if sessions.get("count"):
+        rows = [_session_row(row["session"], row) for row in sessions["top"]]
+        others = sessions["others"]
+        if others["sessions"]:
+            rows.append(_session_row(f"({others['sessions']} others)", others))
+        out += [
+            "",
+            f"by Claude Code session ({sessions['count']} sessions, most calls first)",
+            render_table(["session", "calls", "errors", "lanes", "request classes"], rows),
+        ]
+
+    offload = summary["offload"]
+    tokens = offload["tokens"]
+    out += [
+        "",
+        f"offload: {offload['calls']} calls moved off {summary['default_lane']} "
+        f"to {', '.join(offload['lanes']) or 'no lane'}; {tokens['input']} input + "
+        f"{tokens['output']} output tokens"
+        + (
+            f" (+ {tokens['cache_read']} cache read, {tokens['cache_creation']} cache write)"
+            if tokens["cache_read"] or tokens["cache_creation"]
+            else ""
+        ),
+    ]
+    if offload["estimated_cost_avoided_usd"] is not None:
+        cost = offload["estimated_cost_avoided_usd"]
+        out.append(
+            f"estimated Anthropic cost avoided: ${cost:.{2 if cost >= 1 else 6}f} "
+            f"({offload['priced_calls']} priced calls)"
+        )
+    elif offload["calls"]:
+        out.append("estimated Anthropic cost avoided: n/a (no `pricing` glob matches; see docs)")
+    if offload["unpriced_models"]:
+        unpriced = ", ".join(f"{m} ({n})" for m, n in offload["unpriced_models"].items())
+        out.append(f"unpriced models: {unpriced}")
+    return "\n".join(out) + "\n"
+
+
+def _session_row(label: str, row: Mapping[str, Any]) -> list[Any]:
+    def counts(mapping: Mapping[str, int]) -> str:
+        return " ".join(f"{key}:{value}" for key, value in mapping.items()) or "-"
+
+    return [label, row["calls"], row["errors"], counts(row["lanes"]), counts(row["by_request_class"])]
+
+
+def format_verify(report: VerifyReport, proof: bool = False) -> str:
+    """The human view of :func:`verify`: headline, one line per check, the verdict (+ proof lines)."""
+    out = [report.headline]
+    if report.since:
+        out.append(f"window: since {iso(report.since)}")
+    for check in report.checks:
+        status = "PASS" if check.ok else "FAIL"
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(check.detail.items()))
+        out.append(
+            f"[{status}] ({check.key}) {check.name}: {check.description} - "
+            f"{check.checked} checked, {check.violation_count} violation(s)"
+            + (f" [{detail}]" if detail else "")
+        )
+    for note in report.notes:
+        out.append(f"note: {note}")
+    out.append(report.verdict)
+    if proof:
+        for check in report.checks:
+            out.append("")
+            out.append(f"--- proof ({check.key}) {check.name}: {'PASS' if check.ok else 'FAIL'}")
+            if check.violation_count:
+                out.append(f"violations ({check.violation_count}):")
+                out += [f"  {proof_line(r)}" for r in check.violations]
+                if check.violation_count > len(check.violations):
+                    out.append(f"  ... {check.violation_count - len(check.violations)} more")
+            if check.evidence_count:
+                out.append(f"lines that satisfy it ({check.evidence_count}):")
+                out += [f"  {proof_line(r)}" for r in check.evidence]
+                if check.evidence_count > len(check.evidence):
+                    out.append(f"  ... {check.evidence_count - len(check.evidence)} more")
+            if not check.checked:
+                out.append("  (no line in scope)")
+    return "\n".join(out) + "\n"
