@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 CONFIG_ENV = "CCMITM_CONFIG"
 
@@ -68,13 +70,18 @@ def http_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Replace ``path`` atomically (unique temp file in the same directory, fsync, rename) with
-    ``data`` at ``mode``; a reader sees the old file or the new one, never half of it."""
-    fd, partial = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # created 0600
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: int = 0o600) -> Iterator[BinaryIO]:
+    """A binary file that replaces ``path`` atomically when the block ends without an error.
+
+    The one way ccmitm writes a file: a unique temp file in the same directory (created 0600, so
+    no other user can open it while it fills), fsync, chmod to ``mode``, rename. A reader sees the
+    old file or the new one, never half of one; on an error the temp file is removed and ``path``
+    is untouched."""
+    fd, partial = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         if mode != 0o600:
@@ -83,6 +90,12 @@ def write_atomic(path: Path, data: bytes, mode: int) -> None:
     except BaseException:
         Path(partial).unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Replace ``path`` atomically with ``data`` at ``mode`` (see :func:`atomic_file`)."""
+    with atomic_file(path, mode) as handle:
+        handle.write(data)
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -73,5 +73,3 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
     for lane, key in (result.get("lane_keys") or {}).items():
         click.echo(f"# lane {lane} key: {key}")
     click.echo(yaml.safe_dump(result["config"], sort_keys=False).rstrip())
-
-

@@ -16,8 +16,10 @@ from ccmitm.config.load import load
 from ccmitm.config.model import Config
 from ccmitm.control.client import call
 from ccmitm.control.protocol import ControlError
-from ccmitm.install import service as svc
-from ccmitm.install.service import Host, ManagerView, Plan, ServiceError, WriteFile
+from ccmitm.install import service_files as svc_files
+from ccmitm.install import service_manager as svc_manager
+from ccmitm.install.host import Host, ServiceError
+from ccmitm.install.service_manager import ManagerView, Plan, WriteFile
 
 # Tests replace this to swap in a fake runner, platform or HOME.
 make_host: Callable[[], Host] = Host.current
@@ -79,7 +81,7 @@ def _warn_unreachable(plan: Plan, verb: str) -> None:
 def _execute(plan: Plan, host: Host, verb: str) -> None:
     _refuse_unreachable(plan, verb)
     try:
-        svc.execute(plan, host, click.echo)
+        svc_manager.execute(plan, host, click.echo)
     except ServiceError as exc:
         fail(f"{verb} stopped: {exc}")
     for note in plan.notes:
@@ -95,11 +97,11 @@ def install(ctx: click.Context, dry_run: bool) -> None:
     host = _host()
     path, config = _service_config(ctx)
     try:
-        settings = svc.settings_for(path, config, host)
-        text = svc.render(host, settings)
+        settings = svc_files.settings_for(path, config, host)
+        text = svc_files.render(host, settings)
     except ServiceError as exc:
         fail(str(exc))
-    plan = svc.plan_install(host, text, svc.query(host))
+    plan = svc_manager.plan_install(host, text, svc_manager.query(host))
     if dry_run:
         _echo_plan(plan)
         _warn_unreachable(plan, "install")
@@ -112,12 +114,12 @@ def install(ctx: click.Context, dry_run: bool) -> None:
 def _echo_install_advice(host: Host, config_file: Path, config: Config, dry_run: bool) -> None:
     if not config_file.exists():
         click.echo(f"note: {config_file} does not exist yet; the daemon runs on built-in defaults")
-    for hint in svc.key_hints(config, host):
+    for hint in svc_manager.key_hints(config, host):
         click.echo(f"hint: {hint}")
-    linger = None if dry_run else svc.linger_hint(host)
+    linger = None if dry_run else svc_manager.linger_hint(host)
     if linger:
         click.echo(f"hint: {linger}")
-    click.echo("logs: " + "  |  ".join(svc.log_locations(host)))
+    click.echo("logs: " + "  |  ".join(svc_manager.log_locations(host)))
     if not dry_run:
         click.echo("check it with: ccctl service status")
 
@@ -128,7 +130,7 @@ def _echo_install_advice(host: Host, config_file: Path, config: Config, dry_run:
 def uninstall(dry_run: bool) -> None:
     """Stop and disable the service and remove the file install wrote (logs are kept)."""
     host = _host()
-    plan = svc.plan_uninstall(host, svc.query(host))
+    plan = svc_manager.plan_uninstall(host, svc_manager.query(host))
     if dry_run:
         _echo_plan(plan)
         _warn_unreachable(plan, "uninstall")
@@ -207,7 +209,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     Exit status: 0 the service is running, 3 it is not (or not installed), 1 no service manager.
     """
     host = _host()
-    view = svc.query(host)
+    view = svc_manager.query(host)
     daemon = _daemon_status(ctx)
     if as_json:
         echo_json({"manager": _manager_json(view, host), "daemon": daemon})

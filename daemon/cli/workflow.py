@@ -1,4 +1,4 @@
-"""ccctl commands for the pilot's workflow: `subagent install|remove`, `prompt`, `endurance`."""
+"""ccctl commands for working with subagents: `subagent install|remove`, `prompt`, `endurance`."""
 
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ def endurance(
     out: Path | None,
     yes: bool,
 ) -> None:
-    """Run the pilot's endurance plan and leave METRICS.json, SUMMARY.md and TESTS.md behind."""
+    """Run the endurance plan and leave METRICS.json, SUMMARY.md and TESTS.md behind."""
     from ccmitm.cli.common import config_path, load_config
     from ccmitm.endurance import run
 

@@ -275,7 +275,9 @@ def render_example() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write docs/CONFIG.md (or, with --example, etc/config.yaml).")
+    parser = argparse.ArgumentParser(
+        description="Write docs/CONFIG.md (or, with --example, etc/config.yaml)."
+    )
     parser.add_argument("--example", action="store_true", help="the commented example config instead")
     args = parser.parse_args(argv)
     print(render_example() if args.example else render(), end="")

@@ -117,8 +117,12 @@ class ProxyConfig(_Strict):
 
 
 class RuleConfig(_Strict):
-    match: str = Field(min_length=1, description="Case-insensitive glob on the request's model, e.g. `*haiku*`.")
-    lane: str = Field(min_length=1, description="The lane a matching request goes to (must exist under `lanes`).")
+    match: str = Field(
+        min_length=1, description="Case-insensitive glob on the request's model, e.g. `*haiku*`."
+    )
+    lane: str = Field(
+        min_length=1, description="The lane a matching request goes to (must exist under `lanes`)."
+    )
     model: str | None = Field(
         None,
         description="Rewrite the model for that lane (e.g. `glm-4.5-air`); `null` keeps the client's model.",
@@ -210,7 +214,9 @@ class LaneConfig(_Strict):
 def _builtin_lanes() -> dict[str, LaneConfig]:
     return {
         "anthropic": LaneConfig(url="https://api.anthropic.com"),
-        "zai": LaneConfig(url="https://api.z.ai/api/anthropic", api_key_env="ZAI_API_KEY", header_mode="x-api-key"),
+        "zai": LaneConfig(
+            url="https://api.z.ai/api/anthropic", api_key_env="ZAI_API_KEY", header_mode="x-api-key"
+        ),
     }
 
 
@@ -218,7 +224,9 @@ class BreakerConfig(_Strict):
     failures: int = Field(
         5, ge=1, le=1000, description="This many failures (connect error, 429, 5xx, 401/403) ..."
     )
-    window_s: float = Field(60.0, gt=0, le=86400, description="... within this many seconds open the lane's breaker.")
+    window_s: float = Field(
+        60.0, gt=0, le=86400, description="... within this many seconds open the lane's breaker."
+    )
     cooldown_s: float = Field(
         30.0,
         gt=0,
@@ -330,16 +338,21 @@ class Config(_Strict):
     proxy: ProxyConfig = Field(
         default_factory=ProxyConfig, description="The two listeners, the CA and the limits of the data path."
     )
-    routing: RoutingConfig = Field(default_factory=RoutingConfig, description="Which lane each request goes to.")
+    routing: RoutingConfig = Field(
+        default_factory=RoutingConfig, description="Which lane each request goes to."
+    )
     lanes: dict[str, LaneConfig] = Field(
         default_factory=_builtin_lanes,
         min_length=1,
         description="Upstreams by name. Built in: `anthropic` (pass-through) and `zai` (keyed).",
     )
     breaker: BreakerConfig = Field(
-        default_factory=BreakerConfig, description="The offload lanes' circuit breaker and the single failover."
+        default_factory=BreakerConfig,
+        description="The offload lanes' circuit breaker and the single failover.",
     )
-    logs: LogsConfig = Field(default_factory=LogsConfig, description="The usage log (one JSON line per call).")
+    logs: LogsConfig = Field(
+        default_factory=LogsConfig, description="The usage log (one JSON line per call)."
+    )
     bundle: BundleConfig = Field(
         default_factory=BundleConfig,
         description="The nightly review bundle (usage, metrics, verify, REPORT.html, config, daemon log).",
@@ -349,7 +362,9 @@ class Config(_Strict):
         description="Optional prices per model glob, for the savings estimate of `ccctl summarize`.",
         examples=[{"*haiku*": {"input_per_mtok": 1.0, "output_per_mtok": 5.0}}],
     )
-    control: ControlConfig = Field(default_factory=ControlConfig, description="The control socket `ccctl` talks to.")
+    control: ControlConfig = Field(
+        default_factory=ControlConfig, description="The control socket `ccctl` talks to."
+    )
 
     @property
     def default_lane(self) -> LaneConfig:

@@ -1,4 +1,4 @@
-"""The pilot's four paste-ready prompts, adapted to this repository, for `ccctl prompt NAME`.
+"""Four paste-ready prompts for Claude Code, adapted to this repository, for `ccctl prompt NAME`.
 
 They live in code (not data files) so an installed package has them without package-data
 plumbing. docs/PROMPTS.md is generated from :func:`render_markdown` (``ccctl prompt --markdown``)

@@ -13,19 +13,26 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from mitmproxy import http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
-from ccmitm.core.breaker import AUTH, RATE_LIMIT, SERVER, Permit, is_breaker_failure
+from ccmitm.core.breaker import AUTH, RATE_LIMIT, SERVER, is_breaker_failure
 from ccmitm.core.crosslane import strip_foreign_thinking
 from ccmitm.core.routing import Reason, RequestFacts, Route, decide, model_of
 from ccmitm.core.sse import Usage, UsageReader, is_event_stream
 from ccmitm.logs.usage import UsageRecord, clean_text, request_class_of
 from ccmitm.proxy.failover import DefaultLaneClient
+from ccmitm.proxy.flow import (
+    RESPONSE_HEADERS,
+    ClientHints,
+    FlowState,
+    OriginalRequest,
+    anthropic_error,
+    pick_headers,
+)
 from ccmitm.proxy.state import LaneEndpoint, Runtime
 
 log = logging.getLogger(__name__)
@@ -43,104 +50,6 @@ BUFFERED_REPLY_BYTES = 1024 * 1024
 _STRIPPED_ON_KEYED_LANES = frozenset(
     name.encode() for name in CLIENT_CREDENTIAL_HEADERS + DROPPED_ON_KEYED_LANES
 )
-
-
-HeaderFields = tuple[tuple[bytes, bytes], ...]
-
-
-def _pick_headers(fields: HeaderFields, wanted: frozenset[bytes]) -> dict[bytes, str]:
-    """The first value of each wanted (lower-case) header, in one pass over the raw fields: on the
-    hot path, mitmproxy's ``Headers.get()`` walks and re-encodes every field for every name."""
-    found: dict[bytes, str] = {}
-    for name, value in fields:
-        lowered = name.lower()
-        if lowered in wanted and lowered not in found:
-            found[lowered] = value.decode("utf-8", "surrogateescape")
-    return found
-
-
-@dataclass(frozen=True)
-class OriginalRequest:
-    """The client's request as it arrived, kept for a possible failover. Only references: header
-    fields are an immutable tuple and the body immutable bytes, so keeping them costs nothing
-    (``Request.copy()`` cost more than all of the routing on every offloaded call)."""
-
-    method: str
-    path: str
-    header_fields: HeaderFields
-    raw_content: bytes | None
-
-    @classmethod
-    def of(cls, request: http.Request) -> OriginalRequest:
-        return cls(request.method, request.path, request.headers.fields, request.raw_content)
-
-    def rebuild(self, template: http.Request) -> http.Request:
-        """A Request that is this one again (made only when a failover actually happens)."""
-        request = template.copy()
-        request.method = self.method
-        request.path = self.path
-        request.headers = http.Headers(self.header_fields)
-        request.raw_content = self.raw_content
-        return request
-
-
-@dataclass(frozen=True)
-class ClientHints:
-    """What Claude Code says about a call in its own headers, read once when the call is routed."""
-
-    session: str | None = None  # x-claude-code-session-id
-    request_class: str | None = None  # x-claude-code-request-class
-    agent_type: str | None = None  # x-claude-code-agent-type
-
-    @classmethod
-    def of(cls, fields: HeaderFields) -> ClientHints:
-        found = _pick_headers(fields, _HINT_HEADERS)
-        if not found:
-            return _NO_HINTS
-        return cls(
-            found.get(b"x-claude-code-session-id"),
-            found.get(b"x-claude-code-request-class"),
-            found.get(b"x-claude-code-agent-type"),
-        )
-
-
-_HINT_HEADERS = frozenset(
-    {b"x-claude-code-session-id", b"x-claude-code-request-class", b"x-claude-code-agent-type"}
-)
-_NO_HINTS = ClientHints()
-_RESPONSE_HEADERS = frozenset({b"content-type", b"content-encoding", b"content-length", b"retry-after"})
-
-
-@dataclass
-class FlowState:
-    route: Route
-    lane: LaneEndpoint
-    listener: str
-    path: str  # as the client sent it, without the query
-    model: str | None
-    stream_requested: bool
-    started: float
-    hints: ClientHints = _NO_HINTS
-    permit: Permit | None = None  # the breaker's permit for a keyed lane
-    original: OriginalRequest | None = None  # the client's request, kept for a possible failover
-    first_byte: float | None = None
-    last_byte: float | None = None
-    reader: UsageReader | None = None
-    buffered: bool = False  # a small non-SSE reply mitmproxy reads whole (not streamed through the tap)
-    failing_over: bool = False
-    outcome_recorded: bool = False
-    thinking_stripped: int | None = None
-    logged: bool = False
-
-
-def anthropic_error(status: int, error_type: str, message: str) -> http.Response:
-    """An error in the shape Anthropic's clients parse: {"type":"error","error":{...}}."""
-    body = {"type": "error", "error": {"type": error_type, "message": message}}
-    return http.Response.make(
-        status,
-        json.dumps(body).encode(),
-        {"content-type": "application/json", "x-ccmitm-error": error_type},
-    )
 
 
 def _listener(flow: http.HTTPFlow) -> str:
@@ -180,13 +89,24 @@ def _error_text(flow: http.HTTPFlow, state: FlowState, read_timeout_s: float) ->
 
 
 class Router:
-    """The routing addon. ``sink`` receives one UsageRecord per upstream attempt."""
+    """The routing addon. ``sink`` receives one UsageRecord per upstream attempt.
 
-    def __init__(self, runtime: Runtime, sink: Callable[[UsageRecord], None]):
+    It owns the HTTP client of the one failover hop (tests hand in one over a mock transport) and
+    closes it in mitmproxy's ``done`` hook, when the proxy shuts down."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        sink: Callable[[UsageRecord], None],
+        failover_client: DefaultLaneClient | None = None,
+    ):
         self.runtime = runtime
         self.sink = sink
         self.in_flight = 0  # routed calls not yet finished: what a graceful stop waits for
-        self.failover_client = DefaultLaneClient()
+        self.failover_client = failover_client or DefaultLaneClient()
+
+    async def done(self) -> None:
+        await self.failover_client.close()
 
     # --- hooks ---------------------------------------------------------------------------------
     def _too_large(self, flow: http.HTTPFlow, size: int) -> bool:
@@ -222,7 +142,7 @@ class Router:
         if state is None or flow.response is None:
             return
         response = flow.response
-        headers = _pick_headers(response.headers.fields, _RESPONSE_HEADERS)
+        headers = pick_headers(response.headers.fields, RESPONSE_HEADERS)
         if state.permit is not None:
             kind = is_breaker_failure(response.status_code, None)
             self._record_outcome(state, kind, response.status_code, headers.get(b"retry-after"))
@@ -320,8 +240,9 @@ class Router:
 
     @staticmethod
     def _rewrite(request: http.Request, lane: LaneEndpoint, route: Route, body: Any) -> None:
-        # Order matters for the credential promise: destination first, credentials last (the
-        # client's out and the lane key in at once), so a failure part-way never sends a key astray.
+        # Order matters so that no credential reaches the wrong lane: destination first, credentials
+        # last (the client's out and the lane key in at once), so a failure part-way never sends a
+        # key astray.
         query = request.path.partition("?")[1:]
         request.scheme = lane.scheme
         request.data.host = lane.host  # the port setter below updates Host/:authority for both

@@ -36,9 +36,12 @@ _NOT_RETURNED = frozenset(
 
 
 class DefaultLaneClient:
-    """A lazily created async HTTP client for failover hops; never reads proxy settings from env."""
+    """A lazily created async HTTP client for failover hops; never reads proxy settings from env.
 
-    def __init__(self) -> None:
+    ``transport`` replaces the network (tests pass an ``httpx.MockTransport``)."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._transport = transport
         self._client: httpx.AsyncClient | None = None
 
     async def send(self, original: http.Request, lane: LaneEndpoint, timeout_s: float) -> http.Response:
@@ -46,7 +49,9 @@ class DefaultLaneClient:
             raise ValueError("failover only goes to a pass-through lane")
         if self._client is None:
             # trust_env=False: an HTTPS_PROXY in the daemon's environment could point back at us.
-            self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+            self._client = httpx.AsyncClient(
+                trust_env=False, follow_redirects=False, transport=self._transport
+            )
         headers = [
             (name, value)
             for name, value in original.headers.items(multi=True)

@@ -27,6 +27,7 @@ PASSTHROUGH = "passthrough"
 #: Proof lines kept per check (violations and evidence each); counts are always exact.
 DEFAULT_PROOF_KEEP = 200
 
+
 def is_haiku(model: Any) -> bool:
     """Haiku in any version: "haiku" anywhere in the name, case-insensitively (never a prefix test)."""
     return isinstance(model, str) and "haiku" in model.lower()
@@ -280,5 +281,3 @@ def verify(
         listed = ", ".join(f"{glob} ({n})" for glob, n in sorted(stale_rules.items()))
         report.notes.append(f"lines explained by rules no longer in the config: {listed}")
     return report
-
-

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import platform
@@ -39,7 +40,7 @@ from ccmitm.core.redact import redact_text
 from ccmitm.logs.daemonlog import DAEMON_LOG
 from ccmitm.logs.files import all_files, read_lines
 from ccmitm.logs.usage import USAGE_FILE
-from ccmitm.paths import ensure_private_dir, write_private
+from ccmitm.paths import atomic_file, ensure_private_dir, write_atomic, write_private
 from ccmitm.reports.audit import verify
 from ccmitm.reports.html import render_report
 from ccmitm.reports.records import UsageLines, parse_ts
@@ -48,6 +49,9 @@ from ccmitm.reports.summary import summarize
 from ccmitm.reports.text import format_verify
 
 STATE_FILE = "bundle-state.json"
+# Where `ccctl endurance` says its newest evidence is (in the state dir), and the files taken from it.
+ENDURANCE_POINTER = "endurance-last.json"
+ENDURANCE_FILES = ("SUMMARY.md", "TESTS.md", "METRICS.json", "VERIFY.txt")
 STAGING_DIR = "bundle-staging"
 LOCK_FILE = "bundle.lock"
 #: Staging entries older than this are leftovers of a crashed run.
@@ -245,9 +249,17 @@ def _local(now: datetime, timezone: str | None) -> datetime:
 
 
 def _write(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    write_atomic(path, text.encode("utf-8"), FILE_MODE)
+
+
+@contextlib.contextmanager
+def _text_file(path: Path) -> Iterator[io.TextIOWrapper]:
+    """A text file written line by line (a log copy), replacing ``path`` atomically at the end."""
+    with atomic_file(path, FILE_MODE) as raw:
+        out = io.TextIOWrapper(raw, encoding="utf-8")
+        yield out
+        out.flush()
+        out.detach()  # the atomic writer syncs and closes the file itself
 
 
 def _lane_key_values(config: Config, lane_keys: Mapping[str, str | None] | None) -> dict[str, str]:
@@ -262,8 +274,7 @@ def _copy_usage(
 ) -> tuple[int, int]:
     """Usage lines at or after ``window_start`` -> ``target`` (scrubbed). Returns (lines, skipped)."""
     written = skipped = 0
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
+    with _text_file(target) as out:
         for path in all_files(logs_dir / USAGE_FILE):
             for raw in read_lines(path):
                 text = raw.decode("utf-8", "replace").rstrip("\r\n")
@@ -288,8 +299,7 @@ def _copy_usage(
 def _copy_daemon_log(state_dir: Path, target: Path, window_start: datetime, keys: Mapping[str, str]) -> None:
     """The daemon's log files touched within the window (rotated ones too), oldest first, scrubbed."""
     cutoff = window_start.timestamp()
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
+    with _text_file(target) as out:
         for path in all_files(state_dir / DAEMON_LOG):
             try:
                 if path.stat().st_mtime < cutoff:
@@ -300,15 +310,24 @@ def _copy_daemon_log(state_dir: Path, target: Path, window_start: datetime, keys
                 out.write(redact_text(raw.decode("utf-8", "replace").rstrip("\r\n"), keys) + "\n")
 
 
+def latest_endurance_evidence(state_dir: Path) -> Path | None:
+    """The newest `ccctl endurance` evidence folder (from the pointer the last run left), if it
+    still exists."""
+    try:
+        pointer = json.loads((state_dir / ENDURANCE_POINTER).read_text(encoding="utf-8"))
+        folder = Path(pointer["folder"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return folder if (folder / "SUMMARY.md").is_file() else None
+
+
 def _copy_endurance(state_dir: Path, target: Path, keys: Mapping[str, str]) -> None:
     """The newest `ccctl endurance` evidence (SUMMARY.md, TESTS.md, METRICS.json, VERIFY.txt), scrubbed."""
-    from ccmitm.endurance.run import EVIDENCE_FILES, latest_evidence
-
-    source = latest_evidence(state_dir)
+    source = latest_endurance_evidence(state_dir)
     if source is None:
         return
     target.mkdir(mode=0o700)
-    for name in EVIDENCE_FILES:
+    for name in ENDURANCE_FILES:
         with contextlib.suppress(FileNotFoundError):
             _write(
                 target / name,
@@ -345,8 +364,10 @@ def _tar(source: Path, archive: Path) -> None:
         info.uname = info.gname = ""
         return info
 
-    fd = os.open(archive, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
-    with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz", compresslevel=6) as tar:
+    with (
+        atomic_file(archive, FILE_MODE) as raw,
+        tarfile.open(fileobj=raw, mode="w:gz", compresslevel=6) as tar,
+    ):
         tar.add(source, arcname=source.name, filter=scrub_owner)
 
 
@@ -503,7 +524,8 @@ def _build(
                 raise BundleError(f"{target} appeared while the bundle was being made")
             shutil.move(source, target)
             created.append(target)
-        # Scan what actually sits in the bundle directory: the promise is about what is left there.
+        # Scan what actually sits in the bundle directory: no secret may be left there, whatever
+        # the code before meant to write.
         findings = _scan([final_dir], keys, final_dir) + _scan([final_archive], keys, out_dir)
         if findings:
             raise BundleError("the bundle failed the secret scan after it was moved into place", findings)

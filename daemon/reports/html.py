@@ -100,13 +100,6 @@ def _nice_max(value: float) -> float:
     return float(10 * magnitude)
 
 
-def _width_text(width: timedelta) -> str:
-    minutes = int(width.total_seconds() // 60)
-    if minutes % 1440 == 0:
-        return f"{minutes // 1440} d"
-    return f"{minutes // 60} h" if minutes % 60 == 0 else f"{minutes} min"
-
-
 def _label(stamp: datetime, width: timedelta) -> str:
     return stamp.strftime("%m-%d" if width >= timedelta(days=1) else "%H:%M")
 

@@ -123,5 +123,3 @@ def key_of(value: Any) -> str:
 
 def iso(stamp: datetime | None) -> str | None:
     return stamp.astimezone(UTC).isoformat(timespec="seconds") if stamp else None
-
-

@@ -39,7 +39,6 @@ class Finding:
         return asdict(self)
 
 
-
 # --- files ----------------------------------------------------------------------------------------
 _TAR_SUFFIXES = (".tgz", ".tar.gz", ".tar", ".tar.bz2", ".tar.xz", ".tbz2", ".txz")
 

@@ -24,7 +24,6 @@ _TOKEN_KEYS = {
 }
 
 
-
 @dataclass
 class _Session:
     """One Claude Code session's calls: per lane and per request class, counts only."""
@@ -266,5 +265,3 @@ def summarize(
             ),
         },
     }
-
-

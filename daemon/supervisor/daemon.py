@@ -332,7 +332,6 @@ class Daemon:
         last = load_last_run(self.state_dir)
         return last.at if last else None
 
+
 def _changed_sections(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return sorted(key for key in set(before) | set(after) if before.get(key) != after.get(key))
-
-

@@ -1,6 +1,6 @@
 """Housekeeping on APScheduler: log rotation checks and the nightly bundle, with catch-up.
 
-Pitfalls handled here (see TECH-NOTES): the default misfire grace of 1 s would silently skip a
+Pitfalls handled here: the default misfire grace of 1 s would silently skip a
 nightly job the laptop slept through, so the bundle job gets hours of grace and coalesces; the
 cron trigger gets its time zone explicitly; APScheduler's timers run on the monotonic clock, which
 stops during suspend, so a short interval job keeps the scheduler waking up; and a run missed

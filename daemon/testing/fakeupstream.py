@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -128,13 +127,6 @@ def block_events(index: int, block: dict[str, Any]) -> list[tuple[str, dict[str,
         *delta_events,
         ("content_block_stop", {"type": "content_block_stop", "index": index}),
     ]
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now, for a daemon the fakes are wired to."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class FakeUpstream:

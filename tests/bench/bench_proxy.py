@@ -31,7 +31,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]
+sys.path[:0] = [str(HERE), str(ROOT)]
 
 import inproc  # noqa: E402
 import mitmproxy.version  # noqa: E402
@@ -42,8 +42,8 @@ from rawhttp import Connection, Target  # noqa: E402
 from sections import HAIKU, SONNET, Variant  # noqa: E402
 
 from ccmitm.testing.fakeupstream import FakeUpstream  # noqa: E402
-
-from conftest import ZAI_KEY, Daemon, base_config, free_port, wait_port  # noqa: E402
+from ccmitm.testing.ports import free_port, wait_port  # noqa: E402
+from tests.helpers import ZAI_KEY, Daemon, base_config  # noqa: E402
 
 SMOKE = os.environ.get("BENCH_SMOKE") == "1"
 # A subset for before/after comparisons while working on the hot path (then no Markdown is written).

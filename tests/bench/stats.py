@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+
+from ccmitm.core import stats
 
 
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile (no interpolation: a reported value is one that was measured)."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
+def percentile(values: Iterable[float], fraction: float) -> float:
+    """ccmitm's one percentile (nearest rank) with the fraction the sections use; NaN for no values."""
+    value = stats.percentile(values, fraction * 100)
+    return float("nan") if value is None else value
 
 
 def summary(values_ms: Sequence[float]) -> dict[str, float | int]:
     return {
         "n": len(values_ms),
-        "p50_ms": round(statistics.median(values_ms), 3) if values_ms else float("nan"),
+        "p50_ms": round(percentile(values_ms, 0.5), 3),
         "p95_ms": round(percentile(values_ms, 0.95), 3),
         "max_ms": round(max(values_ms), 3) if values_ms else float("nan"),
     }

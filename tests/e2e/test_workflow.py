@@ -1,4 +1,4 @@
-"""The pilot's workflow: haiku-subagent wiring, request classes in the log, ready prompts, endurance."""
+"""Working with subagents: haiku-subagent wiring, request classes in the log, ready prompts, endurance."""
 
 from __future__ import annotations
 
@@ -19,10 +19,9 @@ from ccmitm.logs.usage import request_class_of
 from ccmitm.reports.secretscan import scan_tree
 from ccmitm.reports.summary import summarize
 from ccmitm.reports.text import format_summary
+from tests.helpers import ALL_SECRETS, CLIENT_API_KEY, CLIENT_OAUTH_TOKEN, REPO_ROOT, ZAI_KEY, Daemon, status
 
-from conftest import ALL_SECRETS, CLIENT_API_KEY, CLIENT_OAUTH_TOKEN, ZAI_KEY, Daemon, status
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 
 
 def ccctl(*args: str, home: Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -25,8 +25,7 @@ from ccmitm.reports.audit import verify
 from ccmitm.reports.records import UsageLines, parse_duration
 from ccmitm.reports.summary import summarize
 from ccmitm.reports.text import format_summary, format_verify
-
-from conftest import ALL_SECRETS, Daemon, post
+from tests.helpers import ALL_SECRETS, Daemon, post
 
 HAIKU = "claude-haiku-4-5-20251001"
 SONNET = "claude-sonnet-4-5"

@@ -25,12 +25,16 @@ import yaml
 from click.testing import CliRunner, Result
 
 import ccmitm.cli.service as cli_service
-from ccmitm.cli.main import main as cli
+from ccmitm.cli.main import main as ccctl_main
 from ccmitm.config.load import validate
-from ccmitm.install import service as svc
-from ccmitm.install.service import LABEL, UNIT_NAME, Completed, Host, Settings
+from ccmitm.install import host as svc_host
+from ccmitm.install import service_files as svc_files
+from ccmitm.install import service_manager as svc_manager
+from ccmitm.install.host import LABEL, UNIT_NAME, Completed, Host
+from ccmitm.install.service_files import Settings
+from tests.helpers import REPO_ROOT
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 PLACEHOLDER = re.compile(r"@[A-Z_]+@")
 UID = 501
 HARDENING = {
@@ -61,7 +65,7 @@ FORBIDDEN = (
 
 def ccmitmd() -> Path:
     """The real ccmitmd of this venv: systemd-analyze verify checks that ExecStart exists."""
-    return svc.find_ccmitmd()
+    return svc_files.find_ccmitmd()
 
 
 def settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -120,7 +124,7 @@ def systemd_verify(unit_file: Path, tmp_path: Path) -> subprocess.CompletedProce
 
 def test_rendered_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     unit = tmp_path / UNIT_NAME
-    unit.write_text(svc.render_systemd(settings(tmp_path)))
+    unit.write_text(svc_files.render_systemd(settings(tmp_path)))
     result = systemd_verify(unit, tmp_path)
     assert result.returncode == 0, result.stderr
     # verify only warns (exit 0) about unknown keys or bad values; a clean unit prints nothing.
@@ -130,7 +134,7 @@ def test_rendered_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
 def test_systemd_analyze_verify_catches_a_broken_unit(tmp_path: Path) -> None:
     """The check above can fail: a misspelt key and a missing binary are both reported."""
     unit = tmp_path / UNIT_NAME
-    text = svc.render_systemd(settings(tmp_path, ccmitmd=tmp_path / "missing" / "ccmitmd"))
+    text = svc_files.render_systemd(settings(tmp_path, ccmitmd=tmp_path / "missing" / "ccmitmd"))
     unit.write_text(text.replace("Type=notify", "Type=notify\nWatchdogSecs=30"))
     result = systemd_verify(unit, tmp_path)
     assert "WatchdogSecs" in result.stderr
@@ -145,7 +149,7 @@ def test_unit_quotes_paths_systemd_would_split_or_expand(tmp_path: Path) -> None
     binary.write_text("#!/bin/sh\nexit 0\n")
     binary.chmod(0o755)
     config = tmp_path / "100%" / "config.yaml"
-    text = svc.render_systemd(settings(tmp_path, ccmitmd=binary, config=config))
+    text = svc_files.render_systemd(settings(tmp_path, ccmitmd=binary, config=config))
     assert unit_value(text, "ExecStart") == f'"{binary}" --config {tmp_path}/100%%/config.yaml'
     unit = tmp_path / UNIT_NAME
     unit.write_text(text)
@@ -155,7 +159,7 @@ def test_unit_quotes_paths_systemd_would_split_or_expand(tmp_path: Path) -> None
 
 def test_unit_has_the_service_semantics_and_hardening(tmp_path: Path) -> None:
     s = settings(tmp_path)
-    text = svc.render_systemd(s)
+    text = svc_files.render_systemd(s)
     assert not PLACEHOLDER.search(text)
     assert unit_value(text, "Type") == "notify"
     assert unit_value(text, "NotifyAccess") == "main"
@@ -176,7 +180,7 @@ def test_unit_has_the_service_semantics_and_hardening(tmp_path: Path) -> None:
 
 
 def test_each_hardening_line_is_commented() -> None:
-    lines = svc.template_text("systemd").splitlines()
+    lines = svc_files.template_text("systemd").splitlines()
     for key in HARDENING:
         index = next(i for i, line in enumerate(lines) if line.startswith(f"{key}="))
         assert lines[index - 1].startswith("#"), f"{key}= has no comment above it"
@@ -185,22 +189,22 @@ def test_each_hardening_line_is_commented() -> None:
 def test_stop_timeout_follows_a_longer_drain(tmp_path: Path) -> None:
     config = validate({"proxy": {"drain_s": 90}})
     host = Host("systemd", {"HOME": str(tmp_path)}, UID)
-    s = svc.settings_for(tmp_path / "config.yaml", config, host, ccmitmd=ccmitmd())
+    s = svc_files.settings_for(tmp_path / "config.yaml", config, host, ccmitmd=ccmitmd())
     assert s.stop_timeout_s > 90
-    assert unit_value(svc.render_systemd(s), "TimeoutStopSec") == str(s.stop_timeout_s)
-    assert svc.stop_timeout_s(30.0) == 45
+    assert unit_value(svc_files.render_systemd(s), "TimeoutStopSec") == str(s.stop_timeout_s)
+    assert svc_files.stop_timeout_s(30.0) == 45
 
 
 def test_settings_refuse_relative_paths(tmp_path: Path) -> None:
-    with pytest.raises(svc.ServiceError, match="absolute"):
+    with pytest.raises(svc_host.ServiceError, match="absolute"):
         settings(tmp_path, ccmitmd=Path("bin/ccmitmd"))
 
 
 def test_platform_picks_the_service_manager() -> None:
-    assert svc.detect_manager("linux") == "systemd"
-    assert svc.detect_manager("darwin") == "launchd"
-    with pytest.raises(svc.ManagerUnreachable, match="win32"):
-        svc.detect_manager("win32")
+    assert svc_host.detect_manager("linux") == "systemd"
+    assert svc_host.detect_manager("darwin") == "launchd"
+    with pytest.raises(svc_host.ManagerUnreachable, match="win32"):
+        svc_host.detect_manager("win32")
 
 
 def test_ccmitmd_is_the_one_beside_the_interpreter(tmp_path: Path) -> None:
@@ -208,14 +212,14 @@ def test_ccmitmd_is_the_one_beside_the_interpreter(tmp_path: Path) -> None:
     bindir.mkdir(parents=True)
     (bindir / "ccmitmd").write_text("#!/bin/sh\n")
     (bindir / "ccmitmd").chmod(0o755)
-    assert svc.find_ccmitmd(str(bindir / "python")) == bindir / "ccmitmd"
+    assert svc_files.find_ccmitmd(str(bindir / "python")) == bindir / "ccmitmd"
 
 
 # --- the rendered launchd plist --------------------------------------------------------------------
 def test_rendered_plist_has_the_agent_keys_and_absolute_paths(tmp_path: Path) -> None:
     host = Host("launchd", {"HOME": str(tmp_path / "home")}, UID)
     s = settings(tmp_path)
-    text = svc.render(host, s)
+    text = svc_files.render(host, s)
     assert not PLACEHOLDER.search(text)
     plist = plistlib.loads(text.encode())
     log_dir = tmp_path / "home" / "Library" / "Logs" / "ccmitm"
@@ -239,14 +243,14 @@ def test_rendered_plist_has_the_agent_keys_and_absolute_paths(tmp_path: Path) ->
 def test_plist_escapes_xml_in_paths(tmp_path: Path) -> None:
     host = Host("launchd", {"HOME": str(tmp_path / "R&D <home>")}, UID)
     s = settings(tmp_path, config=tmp_path / "a&b" / "config.yaml")
-    plist = plistlib.loads(svc.render(host, s).encode())
+    plist = plistlib.loads(svc_files.render(host, s).encode())
     assert plist["ProgramArguments"][2] == str(tmp_path / "a&b" / "config.yaml")
     assert plist["StandardErrorPath"].startswith(str(tmp_path / "R&D <home>"))
 
 
 def test_templates_ship_as_package_data_and_are_the_hand_install_copies() -> None:
     shipped = files("ccmitm.install.templates")
-    for manager, relative in svc.TEMPLATES.items():
+    for manager, relative in svc_files.TEMPLATES.items():
         text = (shipped / relative).read_text(encoding="utf-8")
         assert text == (REPO / "service" / relative).read_text(encoding="utf-8"), manager
         assert PLACEHOLDER.search(text), f"the {manager} template lost its placeholders"
@@ -393,7 +397,7 @@ def ccctl(monkeypatch: pytest.MonkeyPatch, host: Host, home: Path, *args: str) -
     monkeypatch.setattr(cli_service, "make_host", lambda: host)
     config = home / ".config" / "ccmitm" / "config.yaml"
     env = {**environ(home), "CCMITM_CONFIG": None, "ZAI_API_KEY": None}
-    return CliRunner().invoke(cli.main, ["--config", str(config), "service", *args], env=env)
+    return CliRunner().invoke(ccctl_main, ["--config", str(config), "service", *args], env=env)
 
 
 # --- install / uninstall with the runner seam replaced ---------------------------------------------
@@ -601,7 +605,7 @@ def test_launchctl_print_parsing_takes_the_service_level_keys() -> None:
         \t}
         }
         """)
-    info = svc.parse_launchctl_print(sample)
+    info = svc_manager.parse_launchctl_print(sample)
     assert info == {
         "path": "/Users/me/Library/LaunchAgents/io.ccmitm.daemon.plist",
         "state": "running",
@@ -615,18 +619,18 @@ def test_launchctl_print_parsing_takes_the_service_level_keys() -> None:
 def test_key_hints_follow_the_env_file_and_never_show_the_key(home: Path) -> None:
     host, _ = systemd_host(home)
     config = validate({})
-    assert any("ZAI_API_KEY=..." in hint for hint in svc.key_hints(config, host))
+    assert any("ZAI_API_KEY=..." in hint for hint in svc_manager.key_hints(config, host))
     host.env_file.write_text("ZAI_API_KEY=secret-value-123\n")
     host.env_file.chmod(0o644)
-    hints = svc.key_hints(config, host)
+    hints = svc_manager.key_hints(config, host)
     assert hints == [f"{host.env_file} is readable by group or others: chmod 600 {host.env_file}"]
     host.env_file.chmod(0o600)
-    assert svc.key_hints(config, host) == []
+    assert svc_manager.key_hints(config, host) == []
     key_file = home / "zai.key"
     key_file.write_text("secret-value-123\n")
     key_file.chmod(0o640)
     lanes = {"zai": {"url": "https://api.z.ai/api/anthropic", "api_key_file": str(key_file)}}
-    hints = svc.key_hints(validate({"lanes": lanes}), host)
+    hints = svc_manager.key_hints(validate({"lanes": lanes}), host)
     assert any("chmod 600" in hint and str(key_file) in hint for hint in hints)
     assert not any("secret-value-123" in hint for hint in hints)
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
-from test_report import HAIKU, SONNET, anthropic_line, line
+from tests.reports.test_reports import HAIKU, SONNET, anthropic_line, line
 
 import ccmitm.reports.bundle as bundle_module
 from ccmitm.cli.main import main
@@ -30,8 +30,7 @@ from ccmitm.reports.bundle import (
     record_run,
 )
 from ccmitm.reports.secretscan import scan_bytes, scan_tree
-
-from conftest import ALL_SECRETS, CLIENT_API_KEY, CLIENT_OAUTH_TOKEN, ZAI_KEY, Daemon, post
+from tests.helpers import ALL_SECRETS, CLIENT_API_KEY, CLIENT_OAUTH_TOKEN, ZAI_KEY, Daemon, post
 
 NOW = datetime(2025, 6, 1, 2, 30, 0, tzinfo=UTC)
 BEARER = "Bearer eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXRva2Vu.0123456789abcdef"

@@ -13,9 +13,10 @@ import yaml
 from ccmitm.config.errors import ConfigError
 from ccmitm.config.keys import resolve_lane_key
 from ccmitm.config.load import apply_env_overrides, check_file, load, validate
-from ccmitm.config.model import BUILTIN
+from ccmitm.config.model import builtin_defaults
+from tests.helpers import REPO_ROOT
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 
 
 def problems_of(raw: object) -> dict[str, str]:
@@ -40,8 +41,9 @@ def test_shipped_example_config_equals_builtin_defaults() -> None:
     """etc/config.yaml documents every key; it must stay in step with the code's defaults."""
     example = yaml.safe_load((REPO / "etc" / "config.yaml").read_text())
     assert validate(example) == validate({})
-    assert set(example) == set(BUILTIN)
-    for section, values in BUILTIN.items():
+    builtin = builtin_defaults()
+    assert set(example) == set(builtin)
+    for section, values in builtin.items():
         if isinstance(values, dict):
             assert set(example[section] or {}) == set(values), section
 
@@ -104,7 +106,7 @@ def test_tilde_expands_against_home(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert validate({}).logs.dir == str(tmp_path / ".local/state/ccmitm/logs")
 
 
-def test_pilot_env_overrides() -> None:
+def test_environment_toggles() -> None:
     config = validate({})
     same, applied = apply_env_overrides(config, {})
     assert same == config and applied == ()
@@ -122,8 +124,10 @@ def test_missing_file_means_builtin_defaults(tmp_path: Path) -> None:
 def test_broken_yaml_is_reported_with_a_line(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("proxy:\n  port: [8082\n")
-    problems = check_file(path)
-    assert len(problems) == 1 and "invalid YAML: line" in problems[0].message
+    error = check_file(path)
+    assert error is not None
+    assert len(error.problems) == 1 and "invalid YAML: line" in error.problems[0].message
+    assert check_file(tmp_path / "missing.yaml") is not None
 
 
 def test_lane_keys_come_from_env_then_a_private_file(tmp_path: Path) -> None:

@@ -12,18 +12,8 @@ import time
 import httpx
 import pytest
 
-from conftest import (
-    CLIENT_API_KEY,
-    ZAI_KEY,
-    BackgroundStream,
-    Daemon,
-    free_port,
-    post,
-    sha,
-    status,
-    wait_for,
-    wait_port,
-)
+from ccmitm.testing.ports import free_port, wait_port
+from tests.helpers import CLIENT_API_KEY, ZAI_KEY, BackgroundStream, Daemon, post, sha, status, wait_for
 
 pytestmark = pytest.mark.e2e
 

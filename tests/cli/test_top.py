@@ -20,8 +20,7 @@ import pytest
 from rich.console import Console
 
 from ccmitm.cli.top import render, render_down
-
-from conftest import Daemon, post, status
+from tests.helpers import Daemon, post, status
 
 SONNET = "claude-sonnet-5"
 

@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 
 from ccmitm.testing.fakeupstream import Received, Reply
-
-from conftest import CLIENT_API_KEY, ZAI_KEY, Daemon, sha
+from tests.helpers import CLIENT_API_KEY, ZAI_KEY, Daemon, sha
 
 pytestmark = [pytest.mark.e2e, pytest.mark.claude]
 
-CLAUDE = Path(__file__).parent / "e2e" / "node" / "node_modules" / ".bin" / "claude"
+CLAUDE = Path(__file__).parent / "node" / "node_modules" / ".bin" / "claude"
 
 
 @pytest.fixture(scope="module")

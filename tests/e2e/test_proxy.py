@@ -15,7 +15,7 @@ import httpx
 import httpx2
 import pytest
 
-from conftest import ALL_SECRETS, CLIENT_API_KEY, CLIENT_OAUTH_TOKEN, ZAI_KEY, Daemon, sha
+from tests.helpers import ALL_SECRETS, CLIENT_API_KEY, CLIENT_OAUTH_TOKEN, ZAI_KEY, Daemon, sha
 
 pytestmark = pytest.mark.e2e
 
@@ -191,7 +191,7 @@ def test_count_tokens_and_other_paths_go_to_the_default_lane(daemon: Daemon, ups
     assert [line["reason"] for line in lines] == ["count_tokens", "default"]
 
 
-def test_pilot_env_overrides(make_daemon, upstreams) -> None:
+def test_environment_toggles(make_daemon, upstreams) -> None:
     anthropic_up, zai = upstreams
     daemon = make_daemon(env={"OFFLOAD_PAUSED": "1"}, name="paused")
     sdk(daemon, "reverse").messages.create(model=HAIKU, max_tokens=16, messages=MESSAGES)

@@ -17,8 +17,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from ccmitm.logs.files import all_files, read_lines, rotated_files
 from ccmitm.supervisor.housekeeping import missed_run
-
-from conftest import CLIENT_API_KEY, Daemon, status, wait_for
+from tests.helpers import CLIENT_API_KEY, Daemon, status, wait_for
 
 pytestmark = pytest.mark.e2e
 

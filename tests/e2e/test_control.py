@@ -12,17 +12,17 @@ import httpx
 import pytest
 import yaml
 
-from conftest import (
+from ccmitm.testing.ports import free_port, wait_port
+from tests.helpers import (
     CLIENT_API_KEY,
+    REPO_ROOT,
     ZAI_KEY,
     BackgroundStream,
     Daemon,
-    free_port,
     post,
     sha,
     status,
     wait_for,
-    wait_port,
 )
 
 pytestmark = pytest.mark.e2e
@@ -383,7 +383,7 @@ def test_shell_shortcuts_wrap_ccctl(daemon: Daemon, upstreams) -> None:
     import sys
 
     _, zai = upstreams
-    shortcuts = Path(__file__).resolve().parent.parent / "etc" / "shell" / "ccmitm.sh"
+    shortcuts = REPO_ROOT / "etc" / "shell" / "ccmitm.sh"
     env = {
         **daemon.env(),
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",

@@ -1,0 +1,111 @@
+"""What the Router keeps about one call while it runs: its route, lane, timings and the client's
+request as it arrived (for a failover), plus the small readings of a flow's headers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from mitmproxy import http
+
+from ccmitm.core.breaker import Permit
+from ccmitm.core.routing import Route
+from ccmitm.core.sse import UsageReader
+from ccmitm.proxy.state import LaneEndpoint
+
+HeaderFields = tuple[tuple[bytes, bytes], ...]
+
+
+def pick_headers(fields: HeaderFields, wanted: frozenset[bytes]) -> dict[bytes, str]:
+    """The first value of each wanted (lower-case) header, in one pass over the raw fields: on the
+    hot path, mitmproxy's ``Headers.get()`` walks and re-encodes every field for every name."""
+    found: dict[bytes, str] = {}
+    for name, value in fields:
+        lowered = name.lower()
+        if lowered in wanted and lowered not in found:
+            found[lowered] = value.decode("utf-8", "surrogateescape")
+    return found
+
+
+@dataclass(frozen=True)
+class OriginalRequest:
+    """The client's request as it arrived, kept for a possible failover. Only references: header
+    fields are an immutable tuple and the body immutable bytes, so keeping them costs nothing
+    (``Request.copy()`` cost more than all of the routing on every offloaded call)."""
+
+    method: str
+    path: str
+    header_fields: HeaderFields
+    raw_content: bytes | None
+
+    @classmethod
+    def of(cls, request: http.Request) -> OriginalRequest:
+        return cls(request.method, request.path, request.headers.fields, request.raw_content)
+
+    def rebuild(self, template: http.Request) -> http.Request:
+        """A Request that is this one again (made only when a failover actually happens)."""
+        request = template.copy()
+        request.method = self.method
+        request.path = self.path
+        request.headers = http.Headers(self.header_fields)
+        request.raw_content = self.raw_content
+        return request
+
+
+@dataclass(frozen=True)
+class ClientHints:
+    """What Claude Code says about a call in its own headers, read once when the call is routed."""
+
+    session: str | None = None  # x-claude-code-session-id
+    request_class: str | None = None  # x-claude-code-request-class
+    agent_type: str | None = None  # x-claude-code-agent-type
+
+    @classmethod
+    def of(cls, fields: HeaderFields) -> ClientHints:
+        found = pick_headers(fields, _HINT_HEADERS)
+        if not found:
+            return NO_HINTS
+        return cls(
+            found.get(b"x-claude-code-session-id"),
+            found.get(b"x-claude-code-request-class"),
+            found.get(b"x-claude-code-agent-type"),
+        )
+
+
+_HINT_HEADERS = frozenset(
+    {b"x-claude-code-session-id", b"x-claude-code-request-class", b"x-claude-code-agent-type"}
+)
+NO_HINTS = ClientHints()
+RESPONSE_HEADERS = frozenset({b"content-type", b"content-encoding", b"content-length", b"retry-after"})
+
+
+@dataclass
+class FlowState:
+    route: Route
+    lane: LaneEndpoint
+    listener: str
+    path: str  # as the client sent it, without the query
+    model: str | None
+    stream_requested: bool
+    started: float
+    hints: ClientHints = NO_HINTS
+    permit: Permit | None = None  # the breaker's permit for a keyed lane
+    original: OriginalRequest | None = None  # the client's request, kept for a possible failover
+    first_byte: float | None = None
+    last_byte: float | None = None
+    reader: UsageReader | None = None
+    buffered: bool = False  # a small non-SSE reply mitmproxy reads whole (not streamed through the tap)
+    failing_over: bool = False
+    outcome_recorded: bool = False
+    thinking_stripped: int | None = None
+    logged: bool = False
+
+
+def anthropic_error(status: int, error_type: str, message: str) -> http.Response:
+    """An error in the shape Anthropic's clients parse: {"type":"error","error":{...}}."""
+    body = {"type": "error", "error": {"type": error_type, "message": message}}
+    return http.Response.make(
+        status,
+        json.dumps(body).encode(),
+        {"content-type": "application/json", "x-ccmitm-error": error_type},
+    )
