@@ -59,9 +59,10 @@ docs: install ## regenerate docs/CONFIG.md and etc/config.yaml from the config s
 	$(BIN)/python -m ccmitm.config.doc > docs/CONFIG.md
 	$(BIN)/python -m ccmitm.config.doc --example > etc/config.yaml
 
-lint: install
+lint: install ## ruff (style) and mypy (types: the control protocol's replies are TypedDicts)
 	$(BIN)/ruff check daemon tests
 	$(BIN)/ruff format --check daemon tests
+	$(BIN)/mypy
 
 service-install: install ## run ccmitmd at login/boot: systemd user unit or launchd agent (ARGS="--dry-run")
 	$(BIN)/ccctl service install $(ARGS)

@@ -9,13 +9,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 
 from ccmitm import paths
 from ccmitm.cli.common import config_path, daemon_call, echo_json, fail, load_config
 from ccmitm.control.client import is_running
+from ccmitm.control.protocol import StatusReply
 
 
 # --- status --------------------------------------------------------------------------------------
@@ -30,7 +30,7 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}ms"
 
 
-def format_status(status: dict[str, Any]) -> str:
+def format_status(status: StatusReply) -> str:
     listeners = status["listeners"]
     host = listeners["host"]
     lines = [
@@ -49,11 +49,11 @@ def format_status(status: dict[str, Any]) -> str:
     for name, lane in status["lanes"].items():
         role = "default" if lane["default"] else "offload"
         availability = "available" if lane["available"] else f"UNAVAILABLE ({lane['problem']})"
-        breaker = lane.get("breaker")
-        breaker_text = f"  breaker {breaker.get('state')}" if breaker else ""
-        if breaker and breaker.get("retry_at"):
+        breaker = lane["breaker"]
+        breaker_text = f"  breaker {breaker['state']}" if breaker else ""
+        if breaker and breaker["retry_at"]:
             breaker_text += f" until {breaker['retry_at']}"
-        if breaker and breaker.get("state") != "closed" and breaker.get("message"):
+        if breaker and breaker["state"] != "closed" and breaker["message"]:
             breaker_text += f" ({breaker['message']})"
         lines.append(
             f"  {name:<10} {role:<8} {lane['header_mode']:<13} {availability}  "
@@ -66,7 +66,7 @@ def format_status(status: dict[str, Any]) -> str:
                 f"  {'':<10} tokens: {tokens.get('input_tokens', 0)} in, "
                 f"{tokens.get('output_tokens', 0)} out, {tokens.get('cache_read_input_tokens', 0)} cache read"
             )
-        classes = lane.get("by_request_class") or {}
+        classes = lane["by_request_class"]
         if classes:
             lines.append(f"  {'':<10} by request class: " + ", ".join(f"{k} {v}" for k, v in classes.items()))
     config = status["config"]
@@ -76,12 +76,12 @@ def format_status(status: dict[str, Any]) -> str:
     lines.append(
         f"reload:    {'last error: ' + config['last_reload_error'] if config['last_reload_error'] else 'ok'}"
     )
-    for job in status.get("jobs", []):
+    for job in status["jobs"]:
         lines.append(f"job:       {job['name']}: next {job['next_run'] or 'not scheduled'}")
-    last = (status.get("bundle") or {}).get("last")
+    last = status["bundle"]["last"]
     if last:
-        outcome = "ok" if last.get("ok") else f"error: {last.get('error')}"
-        lines.append(f"bundle:    last {last.get('at')} {outcome} {last.get('path') or ''}".rstrip())
+        outcome = "ok" if last["ok"] else f"error: {last['error']}"
+        lines.append(f"bundle:    last {last['at']} {outcome} {last['path'] or ''}".rstrip())
     lines.append(f"logs:      {status['logs']['usage']}")
     return "\n".join(lines)
 
@@ -91,7 +91,7 @@ def format_status(status: dict[str, Any]) -> str:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Show the running daemon: listeners, kill-switch, lanes and their counters, config, jobs."""
-    result = daemon_call(ctx, "status")
+    result: StatusReply = daemon_call(ctx, "status")
     if as_json:
         echo_json(result)
     else:

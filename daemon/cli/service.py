@@ -48,9 +48,10 @@ def _service_config(ctx: click.Context) -> tuple[Path, Config]:
     """The config the service will run with; an invalid one is refused (the service would exit 2)."""
     path = config_path(ctx)
     try:
-        return path, load(path).config
+        loaded = load(path)
     except ConfigError as exc:
         fail("the service would not start with this config:\n" + exc.report())
+    return path, loaded.config
 
 
 def _echo_plan(plan: Plan) -> None:

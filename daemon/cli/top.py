@@ -9,9 +9,9 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
 import sys
 import termios
-import time
 import tty
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,10 +24,16 @@ from rich.table import Table
 from rich.text import Text
 
 from ccmitm.cli.common import load_config
-from ccmitm.control.client import call
-from ccmitm.control.protocol import ControlError
+from ccmitm.control.client import status as read_status
+from ccmitm.control.protocol import ControlError, LaneStatus, StatusReply, TokenCounts
 
 REFRESH_S = 1.0
+NO_TOKENS: TokenCounts = {
+    "input_tokens": 0,
+    "output_tokens": 0,
+    "cache_read_input_tokens": 0,
+    "cache_creation_input_tokens": 0,
+}
 STATUS_TIMEOUT_S = 2.0
 
 
@@ -50,60 +56,61 @@ def _uptime(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def _rate(lane: str, status: dict[str, Any], previous: dict[str, Any] | None) -> str:
+def _rate(lane: str, status: StatusReply, previous: StatusReply | None) -> str:
     """Requests per second since the previous frame; '-' on the first frame or after a restart."""
-    if not previous or previous.get("pid") != status.get("pid"):
+    if not previous or previous["pid"] != status["pid"]:
         return "-"
-    elapsed = status.get("uptime_s", 0) - previous.get("uptime_s", 0)
-    before = previous.get("lanes", {}).get(lane)
+    elapsed = status["uptime_s"] - previous["uptime_s"]
+    before = previous["lanes"].get(lane)
     if elapsed <= 0 or before is None:
         return "-"
     return f"{(status['lanes'][lane]['requests'] - before['requests']) / elapsed:.1f}"
 
 
-def _lane_state(lane: dict[str, Any]) -> Text:
-    if not lane.get("available", True):
-        return Text(f"unavailable: {lane.get('problem') or '?'}", style="red")
-    breaker = lane.get("breaker") or {}
-    state = breaker.get("state")
-    if state and state != "closed":
-        until = f" until {breaker['retry_at']}" if breaker.get("retry_at") else ""
+def _lane_state(lane: LaneStatus) -> Text:
+    if not lane["available"]:
+        return Text(f"unavailable: {lane['problem'] or '?'}", style="red")
+    breaker = lane["breaker"]
+    state = breaker["state"] if breaker else None
+    if breaker and state and state != "closed":
+        until = f" until {breaker['retry_at']}" if breaker["retry_at"] else ""
         return Text(f"breaker {state}{until}", style="yellow" if state == "half_open" else "red")
     return Text("ok", style="green")
 
 
-def render(status: dict[str, Any], previous: dict[str, Any] | None = None) -> RenderableType:
+def render(status: StatusReply, previous: StatusReply | None = None) -> RenderableType:
     """One frame: the header (pause state, uptime) and a row per lane."""
-    paused = status.get("paused")
+    paused = status["paused"]
     header = Text.assemble(
         ("ccmitmd ", "bold"),
-        f"{status.get('version', '?')}  pid {status.get('pid', '?')}  up {_uptime(status.get('uptime_s', 0))}"
-        f"  in flight {status.get('in_flight', 0)}  ",
+        f"{status['version']}  pid {status['pid']}  up {_uptime(status['uptime_s'])}"
+        f"  in flight {status['in_flight']}  ",
         ("PAUSED" if paused else "routing on", "bold red" if paused else "bold green"),
     )
     if paused:
-        header.append(f" ({status.get('paused_source', '')})")
+        header.append(f" ({status['paused_source']})")
     table = Table(expand=False, header_style="bold")
     for column in ("lane", "role", "state"):
         table.add_column(column)
     for column in ("req", "req/s", "err", "p50 ms", "p95 ms", "tok in", "tok out", "cache rd"):
         table.add_column(column, justify="right")
-    for name, lane in status.get("lanes", {}).items():
-        tokens = lane.get("tokens") or {}
+    for name, lane in status["lanes"].items():
+        # A daemon older than this ccctl may not count tokens yet (the field came later).
+        tokens = lane.get("tokens") or NO_TOKENS
         table.add_row(
             name,
-            "default" if lane.get("default") else "offload",
+            "default" if lane["default"] else "offload",
             _lane_state(lane),
-            str(lane.get("requests", 0)),
+            str(lane["requests"]),
             _rate(name, status, previous),
-            Text(str(lane.get("errors", 0)), style="red" if lane.get("errors") else ""),
-            _ms(lane.get("p50_ms")),
-            _ms(lane.get("p95_ms")),
-            _count(tokens.get("input_tokens", 0)),
-            _count(tokens.get("output_tokens", 0)),
-            _count(tokens.get("cache_read_input_tokens", 0)),
+            Text(str(lane["errors"]), style="red" if lane["errors"] else ""),
+            _ms(lane["p50_ms"]),
+            _ms(lane["p95_ms"]),
+            _count(tokens["input_tokens"]),
+            _count(tokens["output_tokens"]),
+            _count(tokens["cache_read_input_tokens"]),
         )
-    footer = Text(f"{status.get('now', '')}   q or Ctrl-C quits", style="dim")
+    footer = Text(f"{status['now']}   q or Ctrl-C quits", style="dim")
     return Group(header, table, footer)
 
 
@@ -115,16 +122,23 @@ def render_down(socket_path: Path, reason: str, live: bool = True) -> Renderable
     )
 
 
-def _poll(socket_path: Path) -> tuple[dict[str, Any] | None, str]:
+def _poll(socket_path: Path) -> tuple[StatusReply | None, str]:
     try:
-        return call(socket_path, "status", timeout=STATUS_TIMEOUT_S), ""
+        return read_status(socket_path, timeout=STATUS_TIMEOUT_S), ""
     except ControlError as exc:
         return None, str(exc)
 
 
+#: Keys that end the live view. Ctrl-C arrives as a key (byte 3), not as a signal: the view turns
+#: the terminal's signal characters off, so quitting happens only between two frames, never in the
+#: middle of a repaint or of a status call.
+QUIT_KEYS = frozenset(b"qQ\x03")
+
+
 @contextlib.contextmanager
 def _keys() -> Iterator[int | None]:
-    """stdin in cbreak mode (single keys, no echo) when it is a terminal; restored on the way out."""
+    """stdin in cbreak mode (single keys, no echo, Ctrl-C as a key) when it is a terminal;
+    restored on the way out."""
     if not sys.stdin.isatty():
         yield None
         return
@@ -132,33 +146,63 @@ def _keys() -> Iterator[int | None]:
     saved = termios.tcgetattr(fd)
     try:
         tty.setcbreak(fd)
+        attrs = termios.tcgetattr(fd)
+        attrs[3] &= ~termios.ISIG  # lflag: Ctrl-C, Ctrl-\\ and Ctrl-Z become plain keys
+        termios.tcsetattr(fd, termios.TCSANOW, attrs)
         yield fd
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-def _quit_pressed(fd: int | None, wait_s: float) -> bool:
-    """Wait up to ``wait_s`` for a key; True when it was q/Q."""
-    if fd is None:
-        time.sleep(wait_s)
-        return False
-    ready, _, _ = select.select([fd], [], [], wait_s)
-    if not ready:
+@contextlib.contextmanager
+def _interrupts() -> Iterator[tuple[int, list[bool]]]:
+    """SIGINT and SIGTERM from elsewhere (``kill``) end the view the same way: the handler only
+    raises a flag and wakes the frame wait through a pipe, so no exception can land mid-repaint."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    raised = [False]
+
+    def handler(signum: int, frame: Any) -> None:
+        raised[0] = True
+        with contextlib.suppress(OSError):
+            os.write(write_end, b"!")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield read_end, raised
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        os.close(read_end)
+        os.close(write_end)
+
+
+def _quit_requested(fd: int | None, wake: int, raised: list[bool], wait_s: float) -> bool:
+    """Wait up to ``wait_s`` for a key or a signal; True when the view should end."""
+    watched = [wake] if fd is None else [fd, wake]
+    ready, _, _ = select.select(watched, [], [], wait_s)
+    if raised[0]:
+        return True
+    if fd is None or fd not in ready:
         return False
     data = os.read(fd, 32)
-    return not data or any(key in data for key in b"qQ")
+    return not data or any(key in QUIT_KEYS for key in data)
 
 
 def _live(socket_path: Path) -> None:
     console = Console()
-    previous: dict[str, Any] | None = None
-    with _keys() as fd, Live(console=console, auto_refresh=False, screen=False) as live:
-        while True:
+    previous: StatusReply | None = None
+    with (
+        _interrupts() as (wake, raised),
+        _keys() as fd,
+        Live(console=console, auto_refresh=False, screen=False) as live,
+    ):
+        while not raised[0]:
             status, reason = _poll(socket_path)
             frame = render(status, previous) if status else render_down(socket_path, reason)
             live.update(frame, refresh=True)
             previous = status
-            if _quit_pressed(fd, REFRESH_S):
+            if _quit_requested(fd, wake, raised, REFRESH_S):
                 return
 
 
@@ -175,5 +219,4 @@ def top(ctx: click.Context, once: bool) -> None:
         console = Console(no_color=True, force_terminal=False, width=max(100, Console().width))
         console.print(render(status) if status else render_down(socket_path, reason, live=False))
         sys.exit(0 if status else 1)
-    with contextlib.suppress(KeyboardInterrupt):
-        _live(socket_path)
+    _live(socket_path)

@@ -16,11 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin
 
-import annotated_types
 import yaml
 from pydantic import BaseModel
-from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
+from pydantic.fields import FieldInfo, PydanticUndefined
 
 from ccmitm.config.model import Config, builtin_defaults
 
@@ -65,7 +63,7 @@ def _limits(metadata: list[Any]) -> str:
     for item in metadata:
         for name, symbol in words.items():
             value = getattr(item, name, None)
-            if value is not None and isinstance(item, annotated_types.BaseMetadata):
+            if value is not None:  # Field(ge=…, min_length=…) puts annotated_types limits here
                 parts.append(f"{symbol} {value}")
     return ", ".join(parts)
 

@@ -55,12 +55,17 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return text
 
 
+def _section(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = raw.get(name)
+    return value if isinstance(value, Mapping) else {}
+
+
 def _relation_problems(raw: Mapping[str, Any]) -> list[Problem]:
     """Checks that span fields. Runs on the merged raw data so they show up even beside type errors."""
     problems: list[Problem] = []
-    lanes = raw.get("lanes") if isinstance(raw.get("lanes"), Mapping) else {}
-    routing = raw.get("routing") if isinstance(raw.get("routing"), Mapping) else {}
-    proxy = raw.get("proxy") if isinstance(raw.get("proxy"), Mapping) else {}
+    lanes = _section(raw, "lanes")
+    routing = _section(raw, "routing")
+    proxy = _section(raw, "proxy")
 
     def is_keyed(lane: Any) -> bool:
         return isinstance(lane, Mapping) and bool(lane.get("api_key_env") or lane.get("api_key_file"))

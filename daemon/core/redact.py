@@ -12,7 +12,7 @@ any pattern.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 #: Exact values shorter than this are not scanned for: a 3-character "key" would match everywhere,
@@ -119,6 +119,12 @@ def scan_text_with(text: str, extras: list[tuple[str, str]]) -> dict[str, int]:
     return counts
 
 
+def _keeping_prefix(pattern: Pattern) -> Callable[[re.Match[str]], str]:
+    """The replacement for a pattern that keeps its prefix group (``Bearer ``, ``x-api-key: ``)."""
+    marker = f"[REDACTED:{pattern.name}]"
+    return lambda match: match.group(pattern.keep_group) + marker
+
+
 def redact_text(text: str, extra: Extra = None) -> str:
     """``text`` with every secret replaced by ``[REDACTED:<kind>]`` (exact values first)."""
     for label, value in exact_values(extra):
@@ -126,10 +132,7 @@ def redact_text(text: str, extra: Extra = None) -> str:
             text = text.replace(value, f"[REDACTED:lane-key:{label}]")
     for pattern in PATTERNS:
         if pattern.keep_group:
-            text = pattern.regex.sub(
-                lambda m, name=pattern.name, g=pattern.keep_group: m.group(g) + f"[REDACTED:{name}]",
-                text,
-            )
+            text = pattern.regex.sub(_keeping_prefix(pattern), text)
         else:
             text = pattern.regex.sub(f"[REDACTED:{pattern.name}]", text)
     return text

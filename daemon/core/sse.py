@@ -20,7 +20,7 @@ import json
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 USAGE_FIELDS = (
     "input_tokens",
@@ -368,7 +368,7 @@ class UsageReader:
                         self._keep_signature(signature)
 
 
-def _is_index(value: Any) -> bool:
+def _is_index(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -45,7 +45,7 @@ from ccmitm.endurance.evidence import (
 )
 from ccmitm.endurance.fake import FakeWorld, fake_checks
 from ccmitm.reports.audit import verify
-from ccmitm.reports.bundle import ENDURANCE_POINTER
+from ccmitm.reports.bundle_state import ENDURANCE_POINTER
 from ccmitm.reports.records import UsageLines, since_filter
 from ccmitm.reports.summary import summarize
 from ccmitm.reports.text import format_verify

@@ -242,7 +242,7 @@ def _missing_dirs(path: Path, mode: int) -> list[MakeDir]:
 def plan_install(host: Host, text: str, view: ManagerView) -> Plan:
     existing = _read_text(host.unit_path)
     changed = existing != text
-    actions: list[Action] = _missing_dirs(host.unit_path.parent, 0o755)
+    actions: list[Action] = [*_missing_dirs(host.unit_path.parent, 0o755)]
     if host.log_dir is not None:
         actions += _missing_dirs(host.log_dir, 0o700)
     if changed:

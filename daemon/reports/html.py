@@ -61,7 +61,8 @@ def _floor(stamp: datetime, width: timedelta) -> datetime:
 
 
 def bucket_starts(start: datetime, end: datetime, width: timedelta) -> list[datetime]:
-    first, starts = _floor(start, width), []
+    first = _floor(start, width)
+    starts: list[datetime] = []
     while first <= end and len(starts) <= MAX_BUCKETS * 2:
         starts.append(first)
         first += width
@@ -154,14 +155,14 @@ def svg_chart(
         group = max(len(series), 1)
         bar_w = max(1.0, slot * 0.8 / group)
         for s_index, s in enumerate(series):
-            for index, value in enumerate(s.values):
-                if not value:
+            for index, amount in enumerate(s.values):
+                if not amount:
                     continue
                 x = LEFT + slot * index + slot * 0.1 + bar_w * s_index
                 parts.append(
-                    f'<rect class="bar" x="{x:.1f}" y="{y(value):.1f}" width="{bar_w:.1f}" '
-                    f'height="{TOP + plot_h - y(value):.1f}" fill="{s.color}"><title>{_e(s.lane)} '
-                    f"{_e(_label(starts[index], width))}: {value:g} {_e(unit)}</title></rect>"
+                    f'<rect class="bar" x="{x:.1f}" y="{y(amount):.1f}" width="{bar_w:.1f}" '
+                    f'height="{TOP + plot_h - y(amount):.1f}" fill="{s.color}"><title>{_e(s.lane)} '
+                    f"{_e(_label(starts[index], width))}: {amount:g} {_e(unit)}</title></rect>"
                 )
     else:
         for s in series:

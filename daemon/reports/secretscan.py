@@ -47,7 +47,9 @@ def _is_tar_name(name: str) -> bool:
     return name.lower().endswith(_TAR_SUFFIXES)
 
 
-def _scan_stream(stream: IO[bytes], label: str, extras: list[tuple[str, str]]) -> list[Finding]:
+def _scan_stream(
+    stream: IO[bytes] | gzip.GzipFile, label: str, extras: list[tuple[str, str]]
+) -> list[Finding]:
     findings: list[Finding] = []
     for number, raw in enumerate(stream, start=1):
         # latin-1 maps every byte to one character, so ASCII secrets match even in binary files.

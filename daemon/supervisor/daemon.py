@@ -28,7 +28,8 @@ from ccmitm.logs.usage import UsageLog
 from ccmitm.proxy.addon import Router
 from ccmitm.proxy.master import ListenerError, Proxy, secure_confdir
 from ccmitm.proxy.state import PauseStore, Runtime, Snapshot
-from ccmitm.reports.bundle import load_last_run, make_bundle
+from ccmitm.reports.bundle import make_bundle
+from ccmitm.reports.bundle_state import load_last_run
 from ccmitm.supervisor.handlers import control_handlers
 from ccmitm.supervisor.housekeeping import Housekeeping
 from ccmitm.supervisor.notify import Notifier

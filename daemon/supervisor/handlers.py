@@ -23,7 +23,7 @@ from ccmitm.control.protocol import (
 )
 from ccmitm.control.server import Handler
 from ccmitm.proxy.state import LaneStats
-from ccmitm.reports.bundle import load_last_run
+from ccmitm.reports.bundle_state import load_last_run
 from ccmitm.supervisor.housekeeping import BUNDLE_JOB
 
 if TYPE_CHECKING:

@@ -9,6 +9,7 @@ import os
 import pty
 import select
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -155,8 +156,8 @@ def test_once_prints_the_real_daemons_lanes_and_tokens(daemon: Daemon, upstreams
 
 
 def spawn_top(daemon: Daemon) -> tuple[subprocess.Popen[bytes], int]:
-    """`ccctl top` on a real pseudo-terminal that is its controlling tty (`setsid --ctty`), so
-    Ctrl-C is a real SIGINT from the line discipline. No fork of this threaded test process."""
+    """`ccctl top` on a real pseudo-terminal that is its controlling tty (`setsid --ctty`), so its
+    keys come through a real line discipline. No fork of this threaded test process."""
     if shutil.which("setsid") is None:  # util-linux; always there on Debian
         pytest.skip("setsid (util-linux) not installed")
     env = {**daemon.env(), "TERM": "xterm-256color"}
@@ -203,15 +204,20 @@ def wait_exit(proc: subprocess.Popen[bytes], master: int, timeout: float = 15.0)
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("key", [b"q", b"\x03"], ids=["q", "ctrl-c"])
-def test_live_view_refreshes_and_quits_cleanly(daemon: Daemon, upstreams, key: bytes) -> None:
+@pytest.mark.parametrize("key", [b"q", b"\x03", None], ids=["q", "ctrl-c", "sigint"])
+def test_live_view_refreshes_and_quits_cleanly(daemon: Daemon, upstreams, key: bytes | None) -> None:
+    """q and Ctrl-C are read as keys between frames (the view turns the terminal's signal keys
+    off); a SIGINT sent from elsewhere ends it the same way. Each exits 0."""
     proc, master = spawn_top(daemon)
     try:
         read_until(master, ("anthropic", "zai", "routing on"))
         upstreams[1].input_tokens = 987_654
         assert post(daemon).status_code == 200
         read_until(master, ("987.7k",), timeout=20)  # a later frame shows the call's tokens
-        os.write(master, key)
+        if key is None:
+            proc.send_signal(signal.SIGINT)
+        else:
+            os.write(master, key)
         assert wait_exit(proc, master) == 0
     finally:
         if proc.poll() is None:

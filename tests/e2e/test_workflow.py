@@ -107,7 +107,9 @@ def test_prompts_by_name_and_letter_and_docs_match() -> None:
         for name in (item.name, item.letter, item.letter.lower()):
             result = runner.invoke(main, ["prompt", name])
             assert result.exit_code == 0 and result.output == item.text
-    assert "haiku-subagent" in prompts.find("A").text and "daemon/addon.py" in prompts.find("review").text
+    assert (
+        "haiku-subagent" in prompts.find("A").text and "daemon/proxy/addon.py" in prompts.find("review").text
+    )
     assert "changed this week" in prompts.find("map").text
     assert runner.invoke(main, ["prompt", "nope"]).exit_code == 1
     # docs/PROMPTS.md is generated from the same source: regenerate with `ccctl prompt --markdown`.
@@ -308,7 +310,7 @@ def test_endurance_against_fake_leaves_readable_evidence_and_no_secret(tmp_path:
 def test_claude_code_marks_its_calls_when_wired_with_subagent(daemon: Daemon, upstreams) -> None:
     """The real CLI, wired the way `ccctl env --subagent` wires it, labels its calls: proof that the
     variable we export is the one that makes Claude Code send its request class."""
-    from test_claude_code import CLAUDE, run_claude
+    from tests.e2e.test_claude_code import CLAUDE, run_claude
 
     if not CLAUDE.exists():
         pytest.skip("Claude Code CLI not installed (run `make node-deps`)")

@@ -15,22 +15,16 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
-from tests.reports.test_reports import HAIKU, SONNET, anthropic_line, line
 
 import ccmitm.reports.bundle as bundle_module
 from ccmitm.cli.main import main
 from ccmitm.config.load import validate
 from ccmitm.core.redact import redact_text, scan_text
-from ccmitm.reports.bundle import (
-    STATE_FILE,
-    list_bundles,
-    load_last_run,
-    load_last_success,
-    make_bundle,
-    record_run,
-)
+from ccmitm.reports.bundle import make_bundle
+from ccmitm.reports.bundle_state import STATE_FILE, list_bundles, load_last_run, load_last_success, record_run
 from ccmitm.reports.secretscan import scan_bytes, scan_tree
 from tests.helpers import ALL_SECRETS, CLIENT_API_KEY, CLIENT_OAUTH_TOKEN, ZAI_KEY, Daemon, post
+from tests.reports.lines import HAIKU, SONNET, anthropic_line, line
 
 NOW = datetime(2025, 6, 1, 2, 30, 0, tzinfo=UTC)
 BEARER = "Bearer eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXRva2Vu.0123456789abcdef"

@@ -19,7 +19,7 @@ from ccmitm.config.load import validate
 from ccmitm.reports.audit import verify
 from ccmitm.reports.html import choose_bucket, render_report
 from tests.helpers import Daemon, post
-from tests.reports.test_reports import HAIKU, SONNET, anthropic_line, line
+from tests.reports.lines import HAIKU, SONNET, anthropic_line, line
 
 START = datetime(2025, 6, 1, 0, 0, tzinfo=UTC)
 END = START + timedelta(hours=24)
