@@ -83,3 +83,28 @@ def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
     module = tmp_path / "sneaky.py"
     module.write_text("def f():\n    from ccmitm.proxy.addon import Router\n    return Router\n")
     assert ccmitm_imports(module) == {"proxy"}
+
+
+ARCHITECTURE = (REPO_ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+
+
+def test_the_architecture_page_names_every_module() -> None:
+    """docs/architecture.md lists each module with its job; a new or renamed module must appear."""
+    for path in FILES:
+        if path.name.startswith("__"):
+            continue
+        assert f"`{path.name}`" in ARCHITECTURE, f"docs/architecture.md does not mention {path.name}"
+
+
+def test_the_architecture_page_states_these_import_rules() -> None:
+    section = ARCHITECTURE.split("## Import rules", 1)[1].split("\n## ", 1)[0]
+    stated: dict[str, set[str]] = {}
+    for row in section.splitlines():
+        cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
+        if len(cells) != 2 or not cells[0].startswith("`"):
+            continue
+        stated[cells[0].strip("`")] = {word.strip("`,") for word in cells[1].split() if word.startswith("`")}
+    expected = {name: allowed - {"ccmitm"} for name, allowed in ALLOWED.items() if name != "paths"}
+    everything = set(ALLOWED) - {"ccmitm"}
+    expected["cli"] = everything - expected["cli"] - {"cli"}  # the page says "everything except …"
+    assert stated == expected

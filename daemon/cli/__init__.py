@@ -1,1 +1,1 @@
-"""TODO."""
+"""ccctl, the command-line client: one module per command group. Commands parse, call, format."""

@@ -14,7 +14,7 @@ import json
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel
@@ -41,6 +41,8 @@ def type_name(annotation: Any) -> str:
     if annotation is type(None):
         return "null"
     origin = get_origin(annotation)
+    if origin is Annotated:  # a validated type, e.g. UserPath: shown as what it holds
+        return type_name(get_args(annotation)[0])
     if origin in (Union, types.UnionType):
         return " | ".join(type_name(arg) for arg in get_args(annotation))
     if origin is Literal:

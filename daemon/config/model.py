@@ -17,11 +17,11 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from ccmitm import paths
 
@@ -44,6 +44,10 @@ def _expand(value: str) -> str:
     return str(paths.expand(value))
 
 
+#: A path in the config: ``~`` is expanded against $HOME when the file is loaded.
+UserPath = Annotated[str, AfterValidator(_expand)]
+
+
 class ProxyConfig(_Strict):
     host: str = Field(
         "127.0.0.1",
@@ -61,7 +65,7 @@ class ProxyConfig(_Strict):
         le=65535,
         description="Reverse listener, for `ANTHROPIC_BASE_URL=http://127.0.0.1:8083`; `null` turns it off.",
     )
-    confdir: str = Field(
+    confdir: UserPath = Field(
         "~/.mitmproxy",
         description="mitmproxy's directory: the CA (`mitmproxy-ca-cert.pem` is what `NODE_EXTRA_CA_CERTS` names).",
     )
@@ -101,11 +105,6 @@ class ProxyConfig(_Strict):
         if not address.is_loopback:
             raise ValueError(f"{value} is not a loopback address; ccmitm listens on loopback only")
         return value
-
-    @field_validator("confdir")
-    @classmethod
-    def _expand_confdir(cls, value: str) -> str:
-        return _expand(value)
 
     @field_validator("intercept_hosts")
     @classmethod
@@ -158,7 +157,7 @@ class LaneConfig(_Strict):
     api_key_env: str | None = Field(
         None, description="Environment variable holding this lane's key (makes the lane keyed)."
     )
-    api_key_file: str | None = Field(
+    api_key_file: UserPath | None = Field(
         None,
         description="File holding this lane's key, chmod 600 (alternative to `api_key_env`).",
         examples=["~/.config/ccmitm/zai.key"],
@@ -193,11 +192,6 @@ class LaneConfig(_Strict):
         if value is not None and not _ENV_NAME.match(value):
             raise ValueError(f"{value!r} is not an environment variable name")
         return value
-
-    @field_validator("api_key_file")
-    @classmethod
-    def _expand_key_file(cls, value: str | None) -> str | None:
-        return None if value is None else _expand(value)
 
     @property
     def keyed(self) -> bool:
@@ -239,7 +233,7 @@ class BreakerConfig(_Strict):
 
 
 class LogsConfig(_Strict):
-    dir: str = Field(
+    dir: UserPath = Field(
         "~/.local/state/ccmitm/logs",
         description="Directory of `usage.jsonl` and its rotated `.gz` files; a change applies live.",
     )
@@ -249,14 +243,9 @@ class LogsConfig(_Strict):
     keep: int = Field(10, ge=1, le=1000, description="... keeping this many rotated files.")
     daily: bool = Field(True, description="Also rotate once a day (local time).")
 
-    @field_validator("dir")
-    @classmethod
-    def _expand_dir(cls, value: str) -> str:
-        return _expand(value)
-
 
 class BundleConfig(_Strict):
-    dir: str = Field(
+    dir: UserPath = Field(
         "~/Downloads", description="Where bundles are written: `<dir>/<prefix>-YYYYmmdd-HHMMSS/` and `.tgz`."
     )
     prefix: str = Field(
@@ -278,11 +267,6 @@ class BundleConfig(_Strict):
         description="Newest bundles kept; older ones ccmitm made are removed (nothing else is touched).",
     )
     enabled: bool = Field(True, description="`false`: no nightly run (`ccctl bundle` still works).")
-
-    @field_validator("dir")
-    @classmethod
-    def _expand_dir(cls, value: str) -> str:
-        return _expand(value)
 
     @field_validator("prefix")
     @classmethod
@@ -322,16 +306,11 @@ class PriceConfig(_Strict):
 
 
 class ControlConfig(_Strict):
-    socket: str | None = Field(
+    socket: UserPath | None = Field(
         None,
         description="Socket path; `null` = `$XDG_RUNTIME_DIR/ccmitm/control.sock` (else the state dir).",
         examples=["~/.local/state/ccmitm/control.sock"],
     )
-
-    @field_validator("socket")
-    @classmethod
-    def _expand_socket(cls, value: str | None) -> str | None:
-        return None if value is None else _expand(value)
 
 
 class Config(_Strict):

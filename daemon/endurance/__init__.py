@@ -1,1 +1,1 @@
-"""TODO."""
+"""``ccctl endurance``: soak, parallel, burst and chaos phases, and the evidence they leave."""
