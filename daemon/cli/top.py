@@ -162,7 +162,7 @@ def _interrupts() -> Iterator[tuple[int, list[bool]]]:
     os.set_blocking(write_end, False)
     raised = [False]
 
-    def handler(signum: int, frame: Any) -> None:
+    def handler(_signum: int, _frame: Any) -> None:
         raised[0] = True
         with contextlib.suppress(OSError):
             os.write(write_end, b"!")

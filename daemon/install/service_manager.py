@@ -78,14 +78,6 @@ class Plan:
     def empty(self) -> bool:
         return not self.actions
 
-    @property
-    def commands(self) -> list[tuple[str, ...]]:
-        return [action.argv for action in self.actions if isinstance(action, Run)]
-
-    @property
-    def writes(self) -> list[WriteFile]:
-        return [action for action in self.actions if isinstance(action, WriteFile)]
-
 
 # --- what the service manager knows ----------------------------------------------------------------
 SYSTEMD_PROPERTIES = (

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from ccmitm.paths import ensure_private_dir
+from ccmitm.paths import atomic_file, ensure_private_dir
 
 FILE_MODE = 0o600
 
@@ -136,12 +136,12 @@ class RotatingAppendFile:
 
 def _gzip_file(path: Path) -> Path:
     target = path.with_name(path.name + ".gz")
-    partial = path.with_name(path.name + ".gz.tmp")
-    with open(path, "rb") as source, open(partial, "wb") as raw:
-        os.fchmod(raw.fileno(), FILE_MODE)
-        with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as sink:
-            shutil.copyfileobj(source, sink, 1024 * 1024)
-    os.replace(partial, target)
+    with (
+        open(path, "rb") as source,
+        atomic_file(target, FILE_MODE) as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as sink,
+    ):
+        shutil.copyfileobj(source, sink, 1024 * 1024)
     path.unlink()
     return target
 

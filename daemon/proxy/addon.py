@@ -389,4 +389,4 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
 
 
-__all__ = ["FLOW_KEY", "Router", "anthropic_error"]
+__all__ = ["FLOW_KEY", "Router"]

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from ccmitm.core.redact import scan_text
+from ccmitm.paths import write_atomic
 from ccmitm.reports.secretscan import scan_tree
 from ccmitm.testing.ports import free_port
 
@@ -153,7 +154,8 @@ class PrivateDaemon:
 
     def write_config(self, config: dict[str, Any]) -> None:
         self.config = config
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        # Replaced whole, as an editor saves: the daemon's watcher never reads half a file.
+        write_atomic(self.config_path, yaml.safe_dump(config, sort_keys=False).encode(), 0o600)
 
     # --- the process -------------------------------------------------------------------------------
     def start(self, wait: bool = True, timeout: float = 30.0) -> PrivateDaemon:
