@@ -62,7 +62,9 @@ docs: install ## regenerate docs/CONFIG.md and etc/config.yaml from the config s
 lint: install ## ruff (style) and mypy (types: the control protocol's replies are TypedDicts)
 	$(BIN)/ruff check daemon tests
 	$(BIN)/ruff format --check daemon tests
-	$(BIN)/mypy
+	@# mypy finds a package by its folder's name: show it daemon/ under the name it is imported by.
+	@mkdir -p $(VENV)/typecheck && ln -sfn ../../daemon $(VENV)/typecheck/ccmitm
+	MYPYPATH=$(VENV)/typecheck $(BIN)/mypy -p ccmitm
 
 service-install: install ## run ccmitmd at login/boot: systemd user unit or launchd agent (ARGS="--dry-run")
 	$(BIN)/ccctl service install $(ARGS)

@@ -14,7 +14,7 @@ from ccmitm.config.errors import ConfigError
 from ccmitm.config.load import load, validate
 from ccmitm.config.model import Config
 from ccmitm.control.client import call
-from ccmitm.control.protocol import ControlError
+from ccmitm.control.protocol import Command, ControlError
 
 
 def config_path(ctx: click.Context) -> Path:
@@ -38,7 +38,7 @@ def fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
-def daemon_call(ctx: click.Context, cmd: str, timeout: float = 30.0, **args: Any) -> Any:
+def daemon_call(ctx: click.Context, cmd: Command, timeout: float = 30.0, **args: Any) -> Any:
     """Call the running daemon; a one-line actionable message and exit 1 when that fails."""
     socket_path = load_config(ctx).socket_path()
     try:

@@ -214,13 +214,15 @@ class UsageLog:
     def _act(self, action: str, future: Future[Any], *args: Any) -> None:
         try:
             if action == "move":
-                future.set_result(self.file.move_to(*args))
+                self.file.move_to(*args)
+                future.set_result(None)
             elif action == "rotate":
                 future.set_result(self.file.rotate())
             elif action == "rotate_if_due":
                 future.set_result(self.file.rotate_if_due())
             elif action == "reopen":
-                future.set_result(self.file.reopen())
+                self.file.reopen()
+                future.set_result(None)
             else:
                 future.set_result(None)
         except Exception as exc:

@@ -21,6 +21,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from tzlocal import get_localzone
 
 from ccmitm.config.model import BundleConfig
+from ccmitm.control.protocol import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class Housekeeping:
             job.next_run_time,
         )
 
-    def jobs(self) -> list[dict[str, Any]]:
+    def jobs(self) -> list[JobStatus]:
         return [
             {
                 "id": job.id,
