@@ -28,7 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "reports": {"ccmitm", "config", "core", "logs", "paths"},
     "install": {"config", "paths"},
     "supervisor": {"ccmitm", "config", "control", "core", "logs", "paths", "proxy", "reports"},
-    "testing": {"core", "reports"},
+    "testing": {"core", "paths", "reports"},
     "endurance": {"config", "control", "core", "paths", "reports", "testing"},
     "cli": {"ccmitm", "config", "control", "core", "endurance", "install", "logs", "paths", "reports"},
 }
