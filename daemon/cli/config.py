@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ccmitm.cli.common import config_path, echo_json, fail, load_config
+from ccmitm.cli.completion import complete_config_key
 from ccmitm.control.client import DaemonNotRunning, call
 from ccmitm.control.protocol import ControlError
 
@@ -18,11 +21,19 @@ def config() -> None:
 
 
 @config.command("check")
-@click.argument("file", type=click.Path(path_type=Path))
-def config_check(file: Path) -> None:
-    """Validate FILE; list every problem with its path. Opens no socket."""
+@click.argument("file", type=click.Path(path_type=Path), required=False)
+@click.pass_context
+def config_check(ctx: click.Context, file: Path | None) -> None:
+    """Validate FILE (default: the active config file); list every problem with its path.
+
+    The active file is the one --config, $CCMITM_CONFIG or the XDG default names. Opens no socket."""
     from ccmitm.config.load import check_file
 
+    if file is None:
+        file = config_path(ctx)
+        if not file.exists():
+            click.echo(f"{file}: does not exist; the built-in defaults are used (ok)")
+            return
     error = check_file(file)
     if error is None:
         click.echo(f"{file}: ok")
@@ -32,22 +43,32 @@ def config_check(file: Path) -> None:
 
 
 @config.command("set")
-@click.argument("key")
+@click.argument("key", shell_complete=complete_config_key)
 @click.argument("value")
 @click.pass_context
 def config_set(ctx: click.Context, key: str, value: str) -> None:
-    """Set KEY (e.g. proxy.http2) to VALUE in the config file, keeping its comments.
+    """Set KEY to VALUE in the config file, keeping its comments and layout.
 
-    The edited file is validated first; the running daemon reloads it by itself."""
-    from ccmitm.config.edit import parse_value, set_value
+    VALUE is typed by the schema of KEY: text keys take it exactly as given ('*/5 * * * *'),
+    numbers and true/false (yes/no, on/off, 1/0) are parsed, `null` only where a key allows it,
+    lists and mappings as YAML. List items: routing.rules[0].match; routing.rules[+] appends
+    one ('{match: "*opus*", lane: zai}'); lanes.NAME.url creates a lane. The result is validated
+    whole before it is written; the running daemon reloads it by itself."""
+    from ccmitm.config.edit import set_value
     from ccmitm.config.errors import ConfigError
 
     path = config_path(ctx)
     try:
-        set_value(path, key, parse_value(value))
+        typed = set_value(path, key, value)
     except ConfigError as exc:
-        fail("not changed, the result would be invalid:\n" + exc.report())
-    click.echo(f"{path}: {key} = {value}")
+        fail("not changed:\n" + exc.report())
+    # Text is not echoed: it could be a key pasted into the wrong place.
+    shown = (
+        ""
+        if isinstance(typed, (str, dict, list))
+        else f" = {'null' if typed is None else str(typed).lower()}"
+    )
+    click.echo(f"{path}: {key} set{shown}")
 
 
 @config.command("show")
@@ -59,7 +80,12 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
         result = call(load_config(ctx).socket_path(), "config-show")
     except DaemonNotRunning:
         config = load_config(ctx)
-        result = {"source": f"{config_path(ctx)} (daemon not running)", "config": config.redacted()}
+        result = {
+            "source": f"{config_path(ctx)} (daemon not running)",
+            "config": config.redacted(),
+            "paused": config.routing.paused,
+            "paused_source": _file_pause_source(),
+        }
     except ControlError as exc:
         fail(str(exc))
     if as_json:
@@ -68,8 +94,23 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
     import yaml
 
     click.echo(f"# effective config from {result['source']}")
+    click.echo(f"# kill-switch: {_kill_switch(result)}")
     for override in result.get("overrides", []):
         click.echo(f"# environment override: {override}")
     for lane, key in (result.get("lane_keys") or {}).items():
         click.echo(f"# lane {lane} key: {key}")
     click.echo(yaml.safe_dump(result["config"], sort_keys=False).rstrip())
+
+
+def _kill_switch(result: dict[str, Any]) -> str:
+    """The effective kill-switch, worded as `ccctl status` words it (paused and why)."""
+    paused = "YES" if result.get("paused") else "no"
+    return f"paused {paused} ({result.get('paused_source', 'unknown')})"
+
+
+def _file_pause_source() -> str:
+    """Why the kill-switch is what it is when no daemon runs: the load applied OFFLOAD_PAUSED, else
+    the file's routing.paused counts (a ccctl pause/resume the daemon saved applies at its start)."""
+    if os.environ.get("OFFLOAD_PAUSED", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "environment OFFLOAD_PAUSED=1"
+    return "config routing.paused; daemon not running, a saved ccctl pause/resume applies at its start"

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ccmitm.cli.common import fail
+from ccmitm.cli.completion import complete_prompt_name
 from ccmitm.install import prompts, subagent
 
 
@@ -68,7 +69,7 @@ def subagent_show() -> None:
 
 # --- prompt --------------------------------------------------------------------------------------
 @click.command("prompt")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete_prompt_name)
 @click.option("--markdown", is_flag=True, help="All prompts as docs/PROMPTS.md.")
 def prompt(name: str | None, markdown: bool) -> None:
     """Print a ready prompt (review, map, audit, explainer; or A-D), ready to paste. No NAME: list."""

@@ -176,6 +176,8 @@ class ConfigShowReply(TypedDict):
     overrides: NotRequired[list[str]]
     config: dict[str, Any]
     lane_keys: NotRequired[dict[str, str]]  # "present" or "missing: <why>"; never a key
+    paused: NotRequired[bool]  # the effective kill-switch, as in StatusReply
+    paused_source: NotRequired[str]
 
 
 class RotateReply(TypedDict):

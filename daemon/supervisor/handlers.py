@@ -70,6 +70,8 @@ def control_handlers(daemon: Daemon) -> dict[str, Handler]:
                 for name, lane in snapshot.lanes.items()
                 if lane.keyed
             },
+            "paused": daemon.runtime.paused,
+            "paused_source": daemon.runtime.paused_source,
         }
 
     async def rotate(_: dict[str, Any]) -> Any:
