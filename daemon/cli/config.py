@@ -42,7 +42,7 @@ def config_check(ctx: click.Context, file: Path | None) -> None:
     sys.exit(1)
 
 
-@config.command("set")
+@config.command("set", context_settings={"ignore_unknown_options": True})
 @click.argument("key", shell_complete=complete_config_key)
 @click.argument("value")
 @click.pass_context

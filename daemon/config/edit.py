@@ -277,9 +277,13 @@ def _to_node(value: Any) -> Any:
 
 
 # --- the edit -------------------------------------------------------------------------------------
-def _round_trip() -> YAML:
+def _round_trip(text: str = "") -> YAML:
     round_trip = YAML()
     round_trip.preserve_quotes = True
+    # ruamel writes every block with one indentation: take the file's own, so that the lines an
+    # edit does not touch are written back as they were.
+    mapping, sequence, offset = _guess_indent(text)
+    round_trip.indent(mapping=mapping, sequence=sequence, offset=offset)
     # `null` written out (ruamel's default is an empty value, which reads the same but hides it).
     round_trip.representer.add_representer(
         type(None), lambda representer, _: representer.represent_scalar("tag:yaml.org,2002:null", "null")
@@ -287,11 +291,40 @@ def _round_trip() -> YAML:
     return round_trip
 
 
-def _read_document(path: Path) -> tuple[Any, bytes | None]:
+_INDENTED_KEY = re.compile(r"^( +)[^\s#-]")
+_SEQUENCE_ITEM = re.compile(r"^( *)- ")
+
+
+def _guess_indent(text: str) -> tuple[int, int, int]:
+    """(mapping indent, sequence indent, dash offset) of a YAML text; ruamel's defaults if unsure."""
+    mapping, sequence, offset = 2, 2, 0
+    parent: int | None = None  # indentation of the last line that opened a block ("key:")
+    found_mapping = found_sequence = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        item = _SEQUENCE_ITEM.match(line)
+        if parent is not None and indent > parent:
+            if item and not found_sequence:
+                offset = indent - parent
+                sequence = offset + 2
+                found_sequence = True
+            elif not item and not found_mapping and _INDENTED_KEY.match(line):
+                mapping = indent - parent
+                found_mapping = True
+        parent = indent if stripped.endswith(":") else None
+        if found_mapping and found_sequence:
+            break
+    return mapping, max(sequence, offset + 2), offset
+
+
+def _read_document(path: Path) -> tuple[Any, bytes | None, str]:
     """The file as a ruamel document (an empty mapping for a missing or empty file) and its bytes."""
     source = str(path)
     if not path.exists():
-        return CommentedMap(), None
+        return CommentedMap(), None, ""
     try:
         original = path.read_bytes()
         text = original.decode("utf-8")
@@ -313,7 +346,7 @@ def _read_document(path: Path) -> tuple[Any, bytes | None]:
         document = CommentedMap()
     if not isinstance(document, CommentedMap):
         raise ConfigError(source, [Problem("", "the top level must be a mapping of sections")])
-    return document, original
+    return document, original, text
 
 
 def _child(data: Any, kind: str, step: Step) -> Any:
@@ -432,11 +465,11 @@ def set_value(path: Path, dotted_key: str, text: str) -> Any:
         value = typed_value(text, slot, key.text)
     except ConfigError as exc:
         raise ConfigError(str(path), exc.problems) from None
-    document, original = _read_document(path)
+    document, original, original_text = _read_document(path)
     _apply(document, key, value)
     buffer = io.StringIO()
     try:
-        _round_trip().dump(document, buffer)
+        _round_trip(original_text).dump(document, buffer)
     except (RuamelError, ValueError, RecursionError):
         raise ConfigError(str(path), [Problem(key.text, "cannot be written as YAML")]) from None
     new_text = buffer.getvalue()
