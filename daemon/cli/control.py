@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -31,6 +32,20 @@ def _ms(value: float | None) -> str:
 
 
 def format_status(status: StatusReply) -> str:
+    """`ccctl status` for a reader: booleans as yes/no, times to the second."""
+
+    def yes_no(value: bool) -> str:
+        return "yes" if value else "no"
+
+    def when(text: str | None) -> str:
+        # ISO times from the daemon, shown without microseconds (older daemons sent them).
+        if not text:
+            return "-"
+        try:
+            return datetime.fromisoformat(text).isoformat(timespec="seconds")
+        except ValueError:
+            return text
+
     listeners = status["listeners"]
     host = listeners["host"]
     lines = [
@@ -43,16 +58,16 @@ def format_status(status: StatusReply) -> str:
             else "  reverse off"
         )
         + f"  http2 {'on' if status['http2'] else 'off'}",
-        f"paused:    {'YES' if status['paused'] else 'no'} ({status['paused_source']})",
+        f"paused:    {yes_no(status['paused'])} ({status['paused_source']})",
         "lanes:",
     ]
     for name, lane in status["lanes"].items():
         role = "default" if lane["default"] else "offload"
-        availability = "available" if lane["available"] else f"UNAVAILABLE ({lane['problem']})"
+        availability = "available yes" if lane["available"] else f"available no ({lane['problem']})"
         breaker = lane["breaker"]
         breaker_text = f"  breaker {breaker['state']}" if breaker else ""
         if breaker and breaker["retry_at"]:
-            breaker_text += f" until {breaker['retry_at']}"
+            breaker_text += f" until {when(breaker['retry_at'])}"
         if breaker and breaker["state"] != "closed" and breaker["message"]:
             breaker_text += f" ({breaker['message']})"
         lines.append(
@@ -70,18 +85,20 @@ def format_status(status: StatusReply) -> str:
         if classes:
             lines.append(f"  {'':<10} by request class: " + ", ".join(f"{k} {v}" for k, v in classes.items()))
     config = status["config"]
-    lines.append(f"config:    {config['source']} (loaded {config['loaded_at']})")
+    lines.append(f"config:    {config['source']} (loaded {when(config['loaded_at'])})")
     if config["overrides"]:
         lines.append(f"overrides: {', '.join(config['overrides'])}")
     lines.append(
         f"reload:    {'last error: ' + config['last_reload_error'] if config['last_reload_error'] else 'ok'}"
     )
     for job in status["jobs"]:
-        lines.append(f"job:       {job['name']}: next {job['next_run'] or 'not scheduled'}")
+        lines.append(
+            f"job:       {job['name']}: next {when(job['next_run']) if job['next_run'] else 'not scheduled'}"
+        )
     last = status["bundle"]["last"]
     if last:
         outcome = "ok" if last["ok"] else f"error: {last['error']}"
-        lines.append(f"bundle:    last {last['at']} {outcome} {last['path'] or ''}".rstrip())
+        lines.append(f"bundle:    last {when(last['at'])} {outcome} {last['path'] or ''}".rstrip())
     lines.append(f"logs:      {status['logs']['usage']}")
     return "\n".join(lines)
 

@@ -78,8 +78,9 @@ def _lane_state(lane: LaneStatus) -> Text:
     return Text("ok", style="green")
 
 
-def render(status: StatusReply, previous: StatusReply | None = None) -> RenderableType:
-    """One frame: the header (pause state, uptime) and a row per lane."""
+def render(status: StatusReply, previous: StatusReply | None = None, live: bool = True) -> RenderableType:
+    """One frame: the header (pause state, uptime) and a row per lane; the quit hint only when
+    live (``--once`` prints a frame and exits: there is nothing to quit)."""
     paused = status["paused"]
     header = Text.assemble(
         ("ccmitmd ", "bold"),
@@ -110,7 +111,7 @@ def render(status: StatusReply, previous: StatusReply | None = None) -> Renderab
             _count(tokens["output_tokens"]),
             _count(tokens["cache_read_input_tokens"]),
         )
-    footer = Text(f"{status['now']}   q or Ctrl-C quits", style="dim")
+    footer = Text(f"{status['now']}" + ("   q or Ctrl-C quits" if live else ""), style="dim")
     return Group(header, table, footer)
 
 
@@ -217,6 +218,6 @@ def top(ctx: click.Context, once: bool) -> None:
     if once:
         status, reason = _poll(socket_path)
         console = Console(no_color=True, force_terminal=False, width=max(100, Console().width))
-        console.print(render(status) if status else render_down(socket_path, reason, live=False))
+        console.print(render(status, live=False) if status else render_down(socket_path, reason, live=False))
         sys.exit(0 if status else 1)
     _live(socket_path)

@@ -13,7 +13,7 @@ import os
 import time
 from collections import Counter, deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -102,6 +102,22 @@ class Snapshot:
             for name, lane in config.lanes.items()
         }
         return cls(loaded, RoutingTable.from_config(config), lanes)
+
+    def waiting_key_files(self) -> dict[str, LaneConfig]:
+        """Keyed lanes without a key that read it from a file: fixing the file (chmod 600,
+        creating or filling it) can make them available without a reload."""
+        return {
+            name: self.config.lanes[name]
+            for name in sorted(self.unavailable)
+            if self.config.lanes[name].api_key_file
+        }
+
+    def with_keys(self, keys: Mapping[str, LaneKey]) -> Snapshot:
+        """This snapshot with the given lanes' keys (found since it was built) put in."""
+        lanes = dict(self.lanes)
+        for name, key in keys.items():
+            lanes[name] = LaneEndpoint.build(name, self.config.lanes[name], key)
+        return replace(self, lanes=lanes)
 
 
 class LatencyWindow:
@@ -252,6 +268,18 @@ class Runtime:
             before = previous.lanes.get(name) if previous else None
             if before is not None and before.key != self.active.lanes[name].key:
                 breaker.reset()
+
+    def adopt_keys(self, built_from: Snapshot, keys: Mapping[str, LaneKey]) -> list[str]:
+        """Put keys found in fixed key files into the active snapshot; the lanes that became
+        available. Nothing happens when a reload swapped the snapshot meanwhile (it read the
+        files itself), so a late answer can never undo a newer config."""
+        found = {name: key for name, key in keys.items() if key.value is not None}
+        if self.active is not built_from or not found:
+            return []
+        previous = self.active
+        self.active = previous.with_keys(found)
+        self._sync_breakers(previous)
+        return sorted(found)
 
     def reload_failed(self, message: str) -> None:
         self.last_reload_error = message

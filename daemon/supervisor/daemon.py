@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
 import signal
+import socket
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +22,9 @@ from typing import Any
 
 from ccmitm import __version__, paths
 from ccmitm.config.errors import ConfigError
+from ccmitm.config.keys import resolve_lane_key
 from ccmitm.config.load import BUILTIN_SOURCE, LoadedConfig, load
+from ccmitm.config.model import Config
 from ccmitm.control.protocol import ControlError, ReloadReply, ReopenReply, RotateReply
 from ccmitm.control.server import ControlServer
 from ccmitm.logs.daemonlog import DaemonLog
@@ -64,6 +68,34 @@ def load_for_start(config_path: Path, state_dir: Path) -> StartConfig:
         raise
 
 
+def taken_ports(config: Config) -> str | None:
+    """Which configured listener port another process holds, as one line with the fix; None when
+    both are free. A bind that fails with anything else is left for the listeners to report."""
+    proxy = config.proxy
+    wanted = [("proxy.port", proxy.port)]
+    if proxy.reverse_port:
+        wanted.append(("proxy.reverse_port", proxy.reverse_port))
+    for key, port in wanted:
+        try:
+            addresses = socket.getaddrinfo(proxy.host, port, type=socket.SOCK_STREAM)
+        except OSError:
+            continue
+        for family, kind, protocol, _, address in addresses:
+            with socket.socket(family, kind, protocol) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio binds
+                try:
+                    probe.bind(address)
+                except OSError as exc:
+                    if exc.errno != errno.EADDRINUSE:
+                        continue
+                    return (
+                        f"port {port} ({key}) on {proxy.host} is already in use; is ccmitmd already "
+                        f"running (`ccctl status`)? Else stop what holds it (`ss -ltnp 'sport = :{port}'`) "
+                        f"or choose another port (`ccctl config set {key} PORT`)"
+                    )
+    return None
+
+
 class Daemon:
     def __init__(
         self, config_path: Path, state_dir: Path, start: StartConfig, daemon_log: DaemonLog | None = None
@@ -84,7 +116,9 @@ class Daemon:
         self.notifier = Notifier.from_env()
         self.control = ControlServer(config.socket_path(), control_handlers(self))
         self.watcher = ConfigWatcher(config_path, self._reload_soon)
-        self.housekeeping = Housekeeping(self._rotate_logs, self.run_bundle, self._last_bundle_at)
+        self.housekeeping = Housekeeping(
+            self._rotate_logs, self.run_bundle, self._last_bundle_at, self.recheck_key_files
+        )
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -97,8 +131,13 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reopen_logs()))
-        self.usage.start()
         config = self.runtime.active.config
+        taken = taken_ports(config)
+        if taken:
+            # Said once, here, before mitmproxy tries (and logs its own multi-line version).
+            log.error("cannot start: %s", taken)
+            return EXIT_LISTEN
+        self.usage.start()
         self.proxy = Proxy(config, [self.router])
         try:
             await self.proxy.start()
@@ -295,6 +334,24 @@ class Daemon:
                 log.warning("lane %s is unavailable (%s)", name, lane.problem)
 
     # --- housekeeping ----------------------------------------------------------------------------
+    async def recheck_key_files(self) -> None:
+        """Read again the key files of lanes that have no key yet (a chmod 600 or a new file makes
+        them available without `ccctl reload`). Off the hot path: a periodic job and `ccctl status`
+        call it; the files are read in a worker thread, and only when some lane is waiting."""
+        snapshot = self.runtime.active
+        waiting = snapshot.waiting_key_files()
+        if not waiting:
+            return
+        keys = await asyncio.to_thread(
+            lambda: {name: resolve_lane_key(lane) for name, lane in waiting.items()}
+        )
+        found = {name: key for name, key in keys.items() if key is not None}
+        adopted = self.runtime.adopt_keys(snapshot, found)
+        if adopted:
+            self._publish_secrets(self.runtime.active)
+            for name in adopted:
+                log.info("lane %s: its key file is usable now; the lane is available again", name)
+
     async def _rotate_logs(self) -> None:
         await asyncio.wrap_future(self.usage.rotate_if_due())
         if self.daemon_log is not None:

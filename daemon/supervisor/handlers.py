@@ -39,6 +39,7 @@ def control_handlers(daemon: Daemon) -> dict[str, Handler]:
         return "pong"
 
     async def status(_: dict[str, Any]) -> StatusReply:
+        await daemon.recheck_key_files()  # a key file fixed a moment ago shows as available
         return status_reply(daemon)
 
     async def pause(_: dict[str, Any]) -> PauseReply:

@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 
 ROTATE_JOB = "rotate-logs"
 BUNDLE_JOB = "nightly-bundle"
+KEYS_JOB = "lane-key-files"
 ROTATE_EVERY_S = 30
+KEYS_EVERY_S = 15
 BUNDLE_GRACE_S = 12 * 3600
 
 
@@ -37,6 +39,11 @@ def schedule_zone(bundle: BundleConfig) -> tzinfo:
 
 def bundle_trigger(bundle: BundleConfig) -> CronTrigger:
     return CronTrigger.from_crontab(bundle.schedule, timezone=schedule_zone(bundle))
+
+
+def _when(moment: datetime | None) -> str | None:
+    """A job time as status shows it: to the second (microseconds are noise to a reader)."""
+    return moment.isoformat(timespec="seconds") if moment else None
 
 
 def missed_run(trigger: CronTrigger, last_run: datetime | None, now: datetime) -> bool:
@@ -53,8 +60,10 @@ class Housekeeping:
         rotate: Callable[[], Awaitable[Any]],
         bundle: Callable[[], Awaitable[Any]],
         last_bundle_at: Callable[[], datetime | None],
+        recheck_keys: Callable[[], Awaitable[Any]] | None = None,
     ):
         self._rotate = rotate
+        self._recheck_keys = recheck_keys
         self._bundle = bundle
         self._last_bundle_at = last_bundle_at
         self.scheduler = AsyncIOScheduler(
@@ -66,6 +75,14 @@ class Housekeeping:
         self.scheduler.add_job(
             self._rotate, IntervalTrigger(seconds=ROTATE_EVERY_S), id=ROTATE_JOB, name="log rotation check"
         )
+        if self._recheck_keys is not None:
+            # A lane whose key file was refused (wrong mode, missing, empty) comes back by itself.
+            self.scheduler.add_job(
+                self._recheck_keys,
+                IntervalTrigger(seconds=KEYS_EVERY_S),
+                id=KEYS_JOB,
+                name="lane key file check",
+            )
         self.scheduler.start()
         self.configure(bundle, catch_up=True)
 
@@ -104,14 +121,14 @@ class Housekeeping:
             {
                 "id": job.id,
                 "name": job.name,
-                "next_run": job.next_run_time.isoformat() if job.next_run_time else None,
+                "next_run": _when(job.next_run_time),
             }
             for job in self.scheduler.get_jobs()
         ]
 
     def next_run(self, job_id: str) -> str | None:
         job = self.scheduler.get_job(job_id)
-        return job.next_run_time.isoformat() if job and job.next_run_time else None
+        return _when(job.next_run_time) if job else None
 
     def shutdown(self) -> None:
         if self.scheduler.running:

@@ -149,6 +149,7 @@ def test_once_prints_the_real_daemons_lanes_and_tokens(daemon: Daemon, upstreams
     )
     assert (anthropic["req"], anthropic["tok_in"], anthropic["tok_out"]) == ("1", "101", "17")
     assert "\x1b[" not in result.stdout  # plain: no screen control for scripts
+    assert "quits" not in result.stdout  # one frame and done: nothing to quit
 
     daemon.stop()
     result = daemon.ccctl("top", "--once")
@@ -241,3 +242,8 @@ def test_live_view_waits_for_a_stopped_daemon(make_daemon, upstreams) -> None:
             proc.kill()
             proc.wait(5)
         os.close(master)
+
+
+def test_only_the_live_view_says_how_to_quit() -> None:
+    assert "q or Ctrl-C quits" in text_of(render(fake_status()))
+    assert "quits" not in text_of(render(fake_status(), live=False))
