@@ -10,7 +10,7 @@ import socket
 import pytest
 
 from ccmitm.cli.control import format_status
-from tests.helpers import ZAI_KEY, Daemon, post, sha, status, wait_for
+from tests.helpers import ZAI_KEY, Daemon, post, sha, status
 
 pytestmark = pytest.mark.e2e
 
