@@ -12,6 +12,7 @@ from __future__ import annotations
 import click
 from click.shell_completion import CompletionItem, get_completion_class
 
+from ccmitm import paths
 from ccmitm.cli.common import config_path
 
 SHELLS = ("bash", "zsh", "fish")
@@ -26,8 +27,12 @@ def complete_config_key(ctx: click.Context, param: click.Parameter, incomplete: 
     from ccmitm.config.errors import ConfigError
     from ccmitm.config.load import load
 
+    # While completing, click parses without running the group's callback: --config is only in
+    # the root context's params, not yet in ctx.obj.
+    option = ctx.find_root().params.get("config_option")
+    path = paths.resolve_config_path(option) if option else config_path(ctx)
     try:
-        effective = load(config_path(ctx)).config.model_dump(mode="json")
+        effective = load(path).config.model_dump(mode="json")
     except (ConfigError, OSError):
         effective = None  # the built-in defaults' entries
     return [CompletionItem(path) for path in key_paths(effective) if path.startswith(incomplete)]
