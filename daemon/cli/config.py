@@ -104,7 +104,7 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
 
 def _kill_switch(result: dict[str, Any]) -> str:
     """The effective kill-switch, worded as `ccctl status` words it (paused and why)."""
-    paused = "YES" if result.get("paused") else "no"
+    paused = "yes" if result.get("paused") else "no"
     return f"paused {paused} ({result.get('paused_source', 'unknown')})"
 
 

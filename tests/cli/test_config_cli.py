@@ -53,11 +53,11 @@ def test_config_show_without_a_daemon_shows_the_kill_switch(isolated: Path, monk
     path.write_text("routing:\n  paused: true\n")
     result = ccctl("--config", str(path), "config", "show")
     assert result.exit_code == 0, result.output
-    assert "# kill-switch: paused YES (config routing.paused; daemon not running" in result.output
+    assert "# kill-switch: paused yes (config routing.paused; daemon not running" in result.output
     path.write_text("{}\n")
     monkeypatch.setenv("OFFLOAD_PAUSED", "1")
     result = ccctl("--config", str(path), "config", "show")
-    assert "# kill-switch: paused YES (environment OFFLOAD_PAUSED=1)" in result.output
+    assert "# kill-switch: paused yes (environment OFFLOAD_PAUSED=1)" in result.output
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])

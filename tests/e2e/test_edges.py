@@ -46,7 +46,7 @@ def test_config_show_names_the_effective_kill_switch(daemon: Daemon) -> None:
     assert "# kill-switch: paused no (config routing.paused" in shown
     daemon.ccctl("pause", check=True)
     shown = daemon.ccctl("config", "show", check=True).stdout
-    assert re.search(r"# kill-switch: paused YES \(ccctl pause at .* \(state file .*state\.json\)\)", shown)
+    assert re.search(r"# kill-switch: paused yes \(ccctl pause at .* \(state file .*state\.json\)\)", shown)
     assert json.loads(daemon.ccctl("config", "show", "--json", check=True).stdout)["paused"] is True
 
 
