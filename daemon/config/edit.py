@@ -26,6 +26,7 @@ import re
 import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -231,23 +232,26 @@ def typed_value(text: str, slot: Slot, where: str) -> Any:
         raise wrong(slot.describe() + ', e.g. {match: "*opus*", lane: zai}')
     if slot.kind == "list" and parsed is not None and not isinstance(parsed, list):
         raise wrong(slot.describe() + ", e.g. [a, b]")
-    _check_plain(parsed, where, [0])
+    _check_plain(parsed, where, [0], set())
     return parsed
 
 
-def _check_plain(value: Any, where: str, count: list[int]) -> None:
-    """Only what a config can hold: text, numbers, booleans, null, lists, mappings with text keys."""
+def _check_plain(value: Any, where: str, count: list[int], open_containers: set[int]) -> None:
+    """Only what a config can hold: text, numbers, booleans, null, lists, mappings with text keys;
+    a bounded tree (YAML aliases can make a text expand enormously, or contain itself)."""
     count[0] += 1
     if count[0] > MAX_NODES:
         raise ConfigError("value", [Problem(where, f"is too large (more than {MAX_NODES} YAML nodes)")])
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ConfigError("value", [Problem(where, "mapping keys must be text")])
-            _check_plain(item, where, count)
-    elif isinstance(value, list):
-        for item in value:
-            _check_plain(item, where, count)
+    if isinstance(value, (dict, list)):
+        if id(value) in open_containers:
+            raise ConfigError("value", [Problem(where, "contains itself (a YAML alias to its own anchor)")])
+        open_containers.add(id(value))
+        items = value.values() if isinstance(value, dict) else value
+        if isinstance(value, dict) and not all(isinstance(key, str) for key in value):
+            raise ConfigError("value", [Problem(where, "mapping keys must be text")])
+        for item in items:
+            _check_plain(item, where, count, open_containers)
+        open_containers.discard(id(value))
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise ConfigError("value", [Problem(where, "holds a number that is not finite")])
@@ -284,6 +288,7 @@ def _round_trip(text: str = "") -> YAML:
     # edit does not touch are written back as they were.
     mapping, sequence, offset = _guess_indent(text)
     round_trip.indent(mapping=mapping, sequence=sequence, offset=offset)
+    round_trip.width = 4096  # never fold a long line the file has in one
     # `null` written out (ruamel's default is an empty value, which reads the same but hides it).
     round_trip.representer.add_representer(
         type(None), lambda representer, _: representer.represent_scalar("tag:yaml.org,2002:null", "null")
@@ -347,6 +352,89 @@ def _read_document(path: Path) -> tuple[Any, bytes | None, str]:
     if not isinstance(document, CommentedMap):
         raise ConfigError(source, [Problem("", "the top level must be a mapping of sections")])
     return document, original, text
+
+
+def _dump(original_text: str, document: Any) -> str:
+    buffer = io.StringIO()
+    _round_trip(original_text).dump(document, buffer)
+    return buffer.getvalue()
+
+
+def splice(original: str, base: str, new: str) -> str:
+    """``new`` with every line the edit did not change taken from ``original``, as it was.
+
+    ruamel keeps comments but re-writes what it parsed: ``True`` becomes ``true``, ``~`` becomes
+    ``null``, extra spaces go, a ``---`` line is dropped. ``base`` is ruamel's writing of the file
+    before the edit and ``new`` after it; the lines equal in both are the untouched ones, and they
+    are put back in their original spelling (mapped through a line diff of ``original`` against
+    ``base``). The result must read as exactly the same data as ``new``, else ``new`` is used."""
+    if original == base or not original:
+        return new
+    orig_lines = original.splitlines(keepends=True)
+    base_lines = base.splitlines(keepends=True)
+    new_lines = new.splitlines(keepends=True)
+    # Groups of original lines that ruamel wrote as a group of base lines (1:1 where the counts
+    # agree, else the whole block); base lines without an original (None) are ruamel's own.
+    groups: list[tuple[int, int]] = []
+    owner: list[int | None] = [None] * len(base_lines)
+    for tag, i1, i2, j1, j2 in SequenceMatcher(None, orig_lines, base_lines, autojunk=False).get_opcodes():
+        if tag == "equal" or (tag == "replace" and i2 - i1 == j2 - j1):
+            for offset in range(j2 - j1):
+                owner[j1 + offset] = len(groups)
+                groups.append((i1 + offset, i1 + offset + 1))
+        elif tag == "replace":
+            for index in range(j1, j2):
+                owner[index] = len(groups)
+            groups.append((i1, i2))
+    edits = SequenceMatcher(None, base_lines, new_lines, autojunk=False).get_opcodes()
+    touched = {
+        owner[index]
+        for tag, i1, i2, _, _ in edits
+        if tag != "equal"
+        for index in range(i1, i2)
+        if owner[index] is not None
+    }
+    out: list[str] = []
+    emitted = 0  # original lines before this index are written out or dropped
+
+    def take_until(end: int) -> None:
+        nonlocal emitted
+        out.extend(orig_lines[emitted:end])
+        emitted = max(emitted, end)
+
+    def drop(group: int) -> None:
+        nonlocal emitted
+        start, end = groups[group]
+        take_until(start)  # lines ruamel dropped (a "---") stay
+        emitted = max(emitted, end)
+
+    for tag, i1, i2, j1, j2 in edits:
+        if tag == "equal":
+            for index in range(i1, i2):
+                group = owner[index]
+                if group is None:
+                    out.append(base_lines[index])
+                elif group in touched:  # partly edited: ruamel's writing for all of it
+                    drop(group)
+                    out.append(base_lines[index])
+                else:
+                    take_until(groups[group][1])
+        else:
+            for index in range(i1, i2):
+                group = owner[index]
+                if group is not None:
+                    drop(group)
+            out.extend(new_lines[j1:j2])
+    take_until(len(orig_lines))
+    spliced = "".join(out)
+    if spliced and not spliced.endswith("\n"):
+        spliced += "\n"
+    try:
+        if yaml.safe_load(spliced) == yaml.safe_load(new):
+            return spliced
+    except (yaml.YAMLError, RecursionError, ValueError):
+        pass
+    return new
 
 
 def _child(data: Any, kind: str, step: Step) -> Any:
@@ -415,7 +503,8 @@ def _plain(node: Any) -> Any:
     return node
 
 
-def _at(data: Any, key: KeyPath) -> Any:
+def value_at(data: Any, key: KeyPath) -> Any:
+    """The value at ``key`` in plain config data (for ``[+]``: the last item); None if absent."""
     for kind, step in key.steps:
         if kind == "append":
             return data[-1] if isinstance(data, list) and data else None
@@ -466,20 +555,24 @@ def set_value(path: Path, dotted_key: str, text: str) -> Any:
     except ConfigError as exc:
         raise ConfigError(str(path), exc.problems) from None
     document, original, original_text = _read_document(path)
-    _apply(document, key, value)
-    buffer = io.StringIO()
     try:
-        _round_trip(original_text).dump(document, buffer)
-    except (RuamelError, ValueError, RecursionError):
+        base_text = _dump(original_text, document)  # the file as ruamel writes it, unchanged
+        _apply(document, key, value)
+        new_text = _dump(original_text, document)
+    except (RuamelError, ValueError):
         raise ConfigError(str(path), [Problem(key.text, "cannot be written as YAML")]) from None
-    new_text = buffer.getvalue()
+    except RecursionError:  # an alias in the file to its own anchor
+        raise ConfigError(
+            str(path), [Problem("", "the file contains itself (a YAML alias); fix it by hand")]
+        ) from None
+    new_text = splice(original_text, base_text, new_text)
     try:
         raw = yaml.safe_load(new_text)
     except (yaml.YAMLError, RecursionError, ValueError):
         raw = None
         faithful = False
     else:
-        faithful = _at(raw, key) == value
+        faithful = value_at(raw, key) == value
     if not faithful:
         raise ConfigError(
             str(path),
@@ -489,6 +582,10 @@ def set_value(path: Path, dotted_key: str, text: str) -> Any:
         validate(raw, str(path))
     except ConfigError as exc:
         raise _scrub(exc, text, value) from None
+    except RecursionError:
+        raise ConfigError(
+            str(path), [Problem("", "the file contains itself (a YAML alias); fix it by hand")]
+        ) from None
     encoded = new_text.encode("utf-8")
     if encoded == original:
         return value

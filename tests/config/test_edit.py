@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ccmitm.cli.main import main
-from ccmitm.config.edit import key_paths, set_value
+from ccmitm.config.edit import key_paths, parse_key, resolve, set_value, value_at
 from ccmitm.config.errors import ConfigError
 from ccmitm.config.load import check_file, read_file
 
@@ -33,6 +33,27 @@ routing:
     - match: "*haiku*"   # Haiku to Z.AI
       lane: zai
       model: glm-4.5-air
+"""
+
+
+# Spelled the way people write YAML, not the way ruamel writes it: every line of it must survive.
+ODD = """\
+---
+# top comment
+
+proxy:
+    port:    8082      # spaced
+    http2: True
+    intercept_hosts: [api.anthropic.com]
+    reverse_port: ~
+
+routing:
+    rules:
+        -   match: "*haiku*"
+            lane: zai
+bundle:
+    prefix: review
+# end comment
 """
 
 
@@ -88,6 +109,21 @@ def test_untouched_lines_and_comments_are_kept(config_file: Path) -> None:
     assert config_file.stat().st_mode & 0o777 == 0o640  # the file keeps its mode
 
 
+def test_a_file_in_its_own_spelling_keeps_every_untouched_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(ODD)
+    set_value(path, "proxy.port", "9000")
+    set_value(path, "bundle.schedule", "*/5 * * * *")
+    before, after = ODD.splitlines(), path.read_text().splitlines()
+    assert after[4] == "    port: 9000         # spaced"
+    assert after[:4] + after[5:-1] == before[:4] + before[5:]  # everything else as it was ...
+    assert after[-1] == "    schedule: '*/5 * * * *'"  # ... plus the new key (after the comment ruamel
+    # gives to the section's last key)
+    set_value(path, "routing.rules[+]", "{match: '*opus*', lane: zai}")
+    assert read_file(path).routing.rules[1].match == "*opus*"
+    assert '        -   match: "*haiku*"' in path.read_text()
+
+
 def test_list_items_append_and_new_entries(config_file: Path) -> None:
     set_value(config_file, "routing.rules[+]", '{match: "*opus*", lane: zai}')
     set_value(config_file, "lanes.myname.url", "https://example.com/api")
@@ -135,6 +171,23 @@ def test_errors_name_their_path_and_write_nothing(
     assert config_file.read_text() == ORIGINAL
 
 
+@pytest.mark.parametrize(
+    "original",
+    [
+        "routing:\n  rules: &r [*r]\n",  # an alias to its own anchor
+        "proxy: [unclosed\n",  # not YAML
+        "- a list\n",  # not a mapping
+        "proxy:\n  port: 1\n  port: 2\n",  # a duplicate key
+    ],
+)
+def test_a_broken_file_is_reported_and_left_alone(tmp_path: Path, original: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(original)
+    result = ccctl(path, "config", "set", "proxy.http2", "false")
+    assert result.exit_code == 1 and isinstance(result.exception, (SystemExit, type(None))), result.exception
+    assert result.stderr.startswith("ccctl: not changed:") and path.read_text() == original
+
+
 def test_the_command_never_echoes_a_text_value(config_file: Path) -> None:
     secret = "sk-ant-api03-" + "S" * 40
     result = ccctl(config_file, "config", "set", "lanes.zai.api_key_env", secret)
@@ -178,18 +231,30 @@ VALUES = [
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(
-    key=st.one_of(st.sampled_from(KEYS), st.text(max_size=40)),
+    original=st.sampled_from([ORIGINAL, ODD]),
+    key=st.one_of(
+        st.sampled_from(KEYS),
+        st.builds(
+            str.__add__, st.sampled_from(KEYS), st.sampled_from(["[0]", "[+]", ".x", "[99]", ".", "[-1]"])
+        ),
+        st.text(max_size=40),
+    ),
     value=st.one_of(st.sampled_from(VALUES), st.text(max_size=60)),
 )
-def test_any_key_and_value_exits_cleanly(tmp_path: Path, key: str, value: str) -> None:
+def test_any_key_and_value_exits_cleanly(tmp_path: Path, original: str, key: str, value: str) -> None:
     path = tmp_path / "config.yaml"
-    path.write_text(ORIGINAL)
+    path.write_text(original)
     result = ccctl(path, "config", "set", "--", key, value)
     assert result.exit_code in (0, 1), (key, value, result.exception, result.output, result.stderr)
     assert result.exception is None or isinstance(result.exception, SystemExit), (key, value)
     assert "Traceback" not in result.output + result.stderr
     if result.exit_code == 0:
         assert check_file(path) is None  # whatever was written is a valid config
+        parsed = parse_key(key)
+        slot = resolve(parsed)
+        if slot.kind == "str" and not (slot.nullable and value.strip() == "null"):
+            # a text key holds exactly the text given
+            assert value_at(yaml.safe_load(path.read_text()), parsed) == value
     else:
-        assert path.read_text() == ORIGINAL  # byte-identical: nothing written
+        assert path.read_bytes() == original.encode()  # byte-identical: nothing written
         assert result.stderr.startswith("ccctl: not changed:") and len(result.stderr.splitlines()) <= 12
