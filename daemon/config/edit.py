@@ -120,6 +120,8 @@ def parse_key(text: str) -> KeyPath:
     bad = ConfigError(
         "key", [Problem(_safe(text), "not a key path like proxy.http2 or routing.rules[0].match")]
     )
+    if not text.isprintable() or any(ch.isspace() for ch in text):
+        raise bad  # names in a config are printable and have no spaces
     steps: list[tuple[str, Step]] = []
     position, want_key = 0, True
     while position < len(text):
