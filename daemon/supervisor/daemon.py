@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -88,9 +89,14 @@ def taken_ports(config: Config) -> str | None:
                 except OSError as exc:
                     if exc.errno != errno.EADDRINUSE:
                         continue
+                    holder = (
+                        f"lsof -nP -iTCP:{port} -sTCP:LISTEN"
+                        if sys.platform == "darwin"
+                        else f"ss -ltnp 'sport = :{port}'"
+                    )
                     return (
                         f"port {port} ({key}) on {proxy.host} is already in use; is ccmitmd already "
-                        f"running (`ccctl status`)? Else stop what holds it (`ss -ltnp 'sport = :{port}'`) "
+                        f"running (`ccctl status`)? Else stop what holds it (`{holder}`) "
                         f"or choose another port (`ccctl config set {key} PORT`)"
                     )
     return None
