@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -79,13 +78,7 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
     try:
         result = call(load_config(ctx).socket_path(), "config-show")
     except DaemonNotRunning:
-        config = load_config(ctx)
-        result = {
-            "source": f"{config_path(ctx)} (daemon not running)",
-            "config": config.redacted(),
-            "paused": config.routing.paused,
-            "paused_source": _file_pause_source(),
-        }
+        result = _from_file(ctx)
     except ControlError as exc:
         fail(str(exc))
     if as_json:
@@ -108,9 +101,26 @@ def _kill_switch(result: dict[str, Any]) -> str:
     return f"paused {paused} ({result.get('paused_source', 'unknown')})"
 
 
-def _file_pause_source() -> str:
-    """Why the kill-switch is what it is when no daemon runs: the load applied OFFLOAD_PAUSED, else
-    the file's routing.paused counts (a ccctl pause/resume the daemon saved applies at its start)."""
-    if os.environ.get("OFFLOAD_PAUSED", "").strip().lower() in ("1", "true", "yes", "on"):
-        return "environment OFFLOAD_PAUSED=1"
-    return "config routing.paused; daemon not running, a saved ccctl pause/resume applies at its start"
+def _from_file(ctx: click.Context) -> dict[str, Any]:
+    """What `config show` says without a daemon: the file as a load sees it (environment toggles
+    applied). A ccctl pause/resume the daemon saved in its state file applies at its next start."""
+    from ccmitm.config.errors import ConfigError
+    from ccmitm.config.load import load
+
+    path = config_path(ctx)
+    try:
+        loaded = load(path)
+        config, overrides = loaded.config, list(loaded.overrides)
+    except ConfigError:
+        config, overrides = load_config(ctx), []  # warns, then the built-in defaults
+    if any(override.startswith("OFFLOAD_PAUSED") for override in overrides):
+        source = "environment OFFLOAD_PAUSED=1"
+    else:
+        source = "config routing.paused; daemon not running, a saved ccctl pause/resume applies at its start"
+    return {
+        "source": f"{path} (daemon not running)",
+        "overrides": overrides,
+        "config": config.redacted(),
+        "paused": config.routing.paused,
+        "paused_source": source,
+    }

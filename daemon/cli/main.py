@@ -32,18 +32,9 @@ def main(ctx: click.Context, config_option: str | None) -> None:
     ctx.obj = {"config_option": config_option}
 
 
-for _command in (
-    config,
-    completion,
-    service,
-    summarize,
-    verify,
-    bundle,
-    top,
-    *CONTROL_COMMANDS,
-    *WORKFLOW_COMMANDS,
-):
+for _command in (config, service, summarize, verify, bundle, top, *CONTROL_COMMANDS, *WORKFLOW_COMMANDS):
     main.add_command(_command)
+main.add_command(completion)  # apart from the loop: other groups get added there
 
 
 if __name__ == "__main__":  # pragma: no cover
