@@ -11,6 +11,7 @@ import click
 from ccmitm import __version__
 from ccmitm.cli.config import config
 from ccmitm.cli.control import COMMANDS as CONTROL_COMMANDS
+from ccmitm.cli.logrotate import logrotate
 from ccmitm.cli.report import bundle, summarize, verify
 from ccmitm.cli.service import service
 from ccmitm.cli.top import top
@@ -31,7 +32,17 @@ def main(ctx: click.Context, config_option: str | None) -> None:
     ctx.obj = {"config_option": config_option}
 
 
-for _command in (config, service, summarize, verify, bundle, top, *CONTROL_COMMANDS, *WORKFLOW_COMMANDS):
+for _command in (
+    config,
+    service,
+    summarize,
+    verify,
+    bundle,
+    top,
+    logrotate,
+    *CONTROL_COMMANDS,
+    *WORKFLOW_COMMANDS,
+):
     main.add_command(_command)
 
 
