@@ -225,3 +225,35 @@ def test_the_wheel_ships_license_and_templates() -> None:
         )
         for pattern in patterns:
             assert list(folder.glob(pattern)), f"{package}: nothing matches {pattern} in {folder}"
+
+
+def _old_python() -> str | None:
+    return next((found for name in ("python3.11", "python3.10") if (found := shutil.which(name))), None)
+
+
+@pytest.mark.skipif(
+    shutil.which("make") is None or _old_python() is None, reason="needs make and a Python older than 3.12"
+)
+def test_the_makefile_refuses_an_old_python_with_one_clear_line(tmp_path: Path) -> None:
+    """With only an old Python on PATH (no pyenv), `make install` names what ccmitm needs."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(REPO_ROOT / name, source / name)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    old = _old_python()
+    assert old is not None
+    (bin_dir / "python3").symlink_to(old)
+    make = shutil.which("make")
+    assert make is not None
+    result = subprocess.run(
+        [make, "-C", str(source), "install"],
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "ccmitm needs Python 3.12+" in result.stderr, result.stdout + result.stderr
+    assert not (source / ".venv").exists()
