@@ -98,7 +98,7 @@ def test_claude_code_haiku_goes_to_zai_and_sonnet_stays(
 
 
 # --- Sonnet delegates to the haiku-subagent ------------------------------------------------------
-#: Claude Code 2.1.328's agent-spawning tool (older releases called it "Task"), seen in the tools
+#: Claude Code 2.1.332's agent-spawning tool (older releases called it "Task"), seen in the tools
 #: list of its main-loop request; its input takes ``subagent_type`` and ``prompt``.
 AGENT_TOOL = "Agent"
 SPAWN_ID = "toolu_fake_spawn_haiku"
