@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from ccmitm.config.model import Config
 from ccmitm.core.redact import redact_text
@@ -34,9 +34,10 @@ EXIT_FAIL = 1
 EXIT_NOTHING = 3
 
 #: The three verdicts: every check held over at least one line, a check broke, or no line to check.
-OUTCOME_PASS = "pass"
-OUTCOME_FAIL = "fail"
-OUTCOME_NOTHING = "nothing to audit"
+Outcome = Literal["pass", "fail", "nothing to audit"]
+OUTCOME_PASS: Outcome = "pass"
+OUTCOME_FAIL: Outcome = "fail"
+OUTCOME_NOTHING: Outcome = "nothing to audit"
 
 
 def is_haiku(model: Any) -> bool:
@@ -122,7 +123,7 @@ class VerifyReport:
     since: datetime | None = None
 
     @property
-    def outcome(self) -> str:
+    def outcome(self) -> Outcome:
         """pass, fail, or nothing to audit: zero lines prove nothing, so they never read as a pass."""
         if not all(check.ok for check in self.checks):
             return OUTCOME_FAIL
