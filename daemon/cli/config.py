@@ -124,3 +124,25 @@ def _from_file(ctx: click.Context) -> dict[str, Any]:
         "paused": config.routing.paused,
         "paused_source": source,
     }
+
+
+@config.command("init")
+@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+@click.pass_context
+def config_init(ctx: click.Context, force: bool) -> None:
+    """Write the commented example config to the config path (0600); never over a file without --force.
+
+    The example is rendered from the schema, so a pip or pipx install gets the same file a clone
+    has in etc/config.yaml: every key with its default and what it does."""
+    from ccmitm import paths
+    from ccmitm.config.doc import render_example
+
+    path = config_path(ctx)
+    if (path.exists() or path.is_symlink()) and not force:
+        fail(f"{path} exists; not overwritten (`ccctl config init --force` replaces it)")
+    # A new config dir is private (the service's env file with lane keys lives there too); an
+    # existing one is left as it is: --config may point into a dir that is not ccmitm's.
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths.write_atomic(path, render_example().encode(), 0o600)
+    click.echo(f"wrote {path} (the commented defaults; edit it or use `ccctl config set KEY VALUE`)")
+    click.echo(f"next: `ccctl config check {path}`, then `ccctl service install` (or `ccctl start`)")

@@ -12,6 +12,7 @@ from ccmitm import __version__
 from ccmitm.cli.completion import completion
 from ccmitm.cli.config import config
 from ccmitm.cli.control import COMMANDS as CONTROL_COMMANDS
+from ccmitm.cli.logrotate import logrotate
 from ccmitm.cli.report import bundle, summarize, verify
 from ccmitm.cli.service import service
 from ccmitm.cli.top import top
@@ -32,7 +33,17 @@ def main(ctx: click.Context, config_option: str | None) -> None:
     ctx.obj = {"config_option": config_option}
 
 
-for _command in (config, service, summarize, verify, bundle, top, *CONTROL_COMMANDS, *WORKFLOW_COMMANDS):
+for _command in (
+    config,
+    service,
+    summarize,
+    verify,
+    bundle,
+    top,
+    logrotate,
+    *CONTROL_COMMANDS,
+    *WORKFLOW_COMMANDS,
+):
     main.add_command(_command)
 main.add_command(completion)  # apart from the loop: other groups get added there
 

@@ -16,6 +16,7 @@ import click
 
 from ccmitm import paths
 from ccmitm.cli.common import echo_json, fail, load_config
+from ccmitm.config.model import Config
 from ccmitm.control.client import DaemonNotRunning, call
 from ccmitm.control.protocol import ControlError
 from ccmitm.reports import audit as audit_report
@@ -43,9 +44,26 @@ _since_option = click.option(
 _json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 _logs_option = click.option(
     "--logs-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Read usage.jsonl from here instead of logs.dir (e.g. an unpacked bundle).",
+    type=click.Path(path_type=Path),
+    help="Read usage.jsonl from this dir (e.g. an unpacked bundle), or this one usage file, "
+    "instead of logs.dir.",
 )
+
+#: A logs dir or file that does not exist: nothing was read, so there is no report to give.
+EXIT_NO_LOGS = 2
+
+
+def _usage_lines(config: Config, logs_dir: Path | None) -> UsageLines:
+    """The usage lines to read; exit 2 with one line when their dir or file does not exist.
+
+    Reading a path that is not there would report on zero lines as if the log were empty, and an
+    audit must never look clean because it was pointed at the wrong place."""
+    where = logs_dir if logs_dir is not None else Path(config.logs.dir)
+    if not where.exists():
+        source = "--logs-dir" if logs_dir is not None else "logs.dir"
+        hint = "check the path" if logs_dir is not None else "has ccmitmd run with this config yet?"
+        fail(f"{source} {where} does not exist, nothing to read ({hint})", code=EXIT_NO_LOGS)
+    return UsageLines(where)
 
 
 @click.command("summarize")
@@ -57,7 +75,7 @@ def summarize(ctx: click.Context, since: str | None, as_json: bool, logs_dir: Pa
     """Per-lane calls, errors, latency and tokens, A/B breakdowns, and what the offload saved."""
     config = load_config(ctx)
     start = _since(since)
-    lines = UsageLines(logs_dir or Path(config.logs.dir))
+    lines = _usage_lines(config, logs_dir)
     result = summary_report.summarize(
         lines, since=start, pricing=config.pricing, default_lane=config.routing.default_lane
     )
@@ -76,9 +94,12 @@ def summarize(ctx: click.Context, since: str | None, as_json: bool, logs_dir: Pa
 @_logs_option
 @click.pass_context
 def verify(ctx: click.Context, proof: bool, since: str | None, as_json: bool, logs_dir: Path | None) -> None:
-    """Audit routing and header hygiene in the usage log. Exit 1 on any violation."""
+    """Audit routing and header hygiene in the usage log.
+
+    Exit 0 when every check holds, 1 on any violation, 2 when the logs dir or file does not exist,
+    3 when there is nothing to audit (no usage lines in the window: never a pass)."""
     config = load_config(ctx)
-    lines = UsageLines(logs_dir or Path(config.logs.dir))
+    lines = _usage_lines(config, logs_dir)
     audit = audit_report.verify(lines, config, since=_since(since))
     if lines.skipped:
         audit.notes.append(f"{lines.skipped} unparseable line(s) skipped")
@@ -113,7 +134,7 @@ def bundle(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"archive: {result.get('archive')}")
         click.echo(
             f"{result.get('usage_lines', 0)} usage lines since {result.get('window_start')}; "
-            f"routing audit {'passed' if result.get('verify_ok') else 'FAILED (see VERIFY.txt)'}"
+            f"routing audit {_bundle_verdict(result)}"
         )
         for path in result.get("pruned") or []:
             click.echo(f"removed old bundle: {path}")
@@ -123,3 +144,12 @@ def bundle(ctx: click.Context, as_json: bool) -> None:
             click.echo(f"  {finding}", err=True)
     if not result.get("ok"):
         sys.exit(1)
+
+
+def _bundle_verdict(result: dict[str, Any]) -> str:
+    """The audit's verdict inside a bundle, in words: passed, nothing to audit, or FAILED."""
+    if result.get("verify_ok"):
+        return "passed"
+    if result.get("verify_outcome") == audit_report.OUTCOME_NOTHING:
+        return "had nothing to audit (no usage lines in the window)"
+    return "FAILED (see VERIFY.txt)"

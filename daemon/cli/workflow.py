@@ -45,7 +45,8 @@ def subagent_install(scope: str, force: bool) -> None:
     click.echo(outcome.message)
     if outcome.action in ("installed", "updated"):
         click.echo(
-            'next: eval "$(ccctl env --subagent)" (or `ccsub`), start `claude`, and ask it to '
+            'next: eval "$(ccctl env --subagent)" (or `ccsub`, see `ccctl shell init`), start `claude`, '
+            "and ask it to "
             "use the haiku-subagent; `ccctl status` then counts subagent calls per lane"
         )
 

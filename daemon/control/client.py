@@ -12,7 +12,9 @@ from typing import Any, cast
 
 from ccmitm.control.protocol import Command, ControlError, StatusReply, decode_reply, encode_request
 
-NOT_RUNNING = "ccmitmd is not running; start it with `ccctl start`, `make run` or the service"
+NOT_RUNNING = (
+    "ccmitmd is not running; start it with `ccctl start`, or run it as a service (`ccctl service install`)"
+)
 
 
 class DaemonNotRunning(ControlError):

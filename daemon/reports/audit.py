@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from ccmitm.config.model import Config
 from ccmitm.core.redact import redact_text
@@ -26,6 +26,18 @@ KEYED_HEADER_MODES = frozenset({"x-api-key", "authorization"})
 PASSTHROUGH = "passthrough"
 #: Proof lines kept per check (violations and evidence each); counts are always exact.
 DEFAULT_PROOF_KEEP = 200
+
+#: ``ccctl verify``'s exit codes. 2 (the logs dir or file does not exist) is the CLI's own; an
+#: audit over zero lines has its own code so a script never mistakes "nothing seen" for a pass.
+EXIT_PASS = 0
+EXIT_FAIL = 1
+EXIT_NOTHING = 3
+
+#: The three verdicts: every check held over at least one line, a check broke, or no line to check.
+Outcome = Literal["pass", "fail", "nothing to audit"]
+OUTCOME_PASS: Outcome = "pass"
+OUTCOME_FAIL: Outcome = "fail"
+OUTCOME_NOTHING: Outcome = "nothing to audit"
 
 
 def is_haiku(model: Any) -> bool:
@@ -111,12 +123,20 @@ class VerifyReport:
     since: datetime | None = None
 
     @property
+    def outcome(self) -> Outcome:
+        """pass, fail, or nothing to audit: zero lines prove nothing, so they never read as a pass."""
+        if not all(check.ok for check in self.checks):
+            return OUTCOME_FAIL
+        return OUTCOME_NOTHING if self.records == 0 else OUTCOME_PASS
+
+    @property
     def ok(self) -> bool:
-        return all(check.ok for check in self.checks)
+        """Passed: no violation over at least one usage line."""
+        return self.outcome == OUTCOME_PASS
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.ok else 1
+        return {OUTCOME_PASS: EXIT_PASS, OUTCOME_FAIL: EXIT_FAIL}.get(self.outcome, EXIT_NOTHING)
 
     @property
     def headline(self) -> str:
@@ -132,6 +152,9 @@ class VerifyReport:
 
     @property
     def verdict(self) -> str:
+        if self.outcome == OUTCOME_NOTHING:
+            window = f" since {iso(self.since)}" if self.since else ""
+            return f"NOTHING TO AUDIT: no usage lines{window}, so nothing is proven (not a pass)"
         if self.ok:
             return f"PASS: routing and header hygiene hold over {self.records} usage lines"
         failed = [c for c in self.checks if not c.ok]
@@ -142,6 +165,7 @@ class VerifyReport:
     def to_dict(self, proof: bool = False) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "outcome": self.outcome,
             "exit_code": self.exit_code,
             "headline": self.headline,
             "verdict": self.verdict,
@@ -270,8 +294,6 @@ def verify(
         else:
             unknown_lanes[lane] += 1
 
-    if report.records == 0:
-        report.notes.append("no usage lines to audit" + (f" since {iso(since)}" if since else ""))
     if unknown_lanes:
         listed = ", ".join(f"{lane} ({n})" for lane, n in sorted(unknown_lanes.items()))
         report.notes.append(

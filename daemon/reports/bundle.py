@@ -81,7 +81,8 @@ Files
                         p50/p95 duration and time to first byte, tokens, breakdowns by header
                         mode and HTTP version, and the offload savings estimate.
 - VERIFY.txt            `ccctl verify --proof` over usage.jsonl: the routing and header-hygiene
-                        audit, one line per check, the verdict, and the log lines behind it.
+                        audit, one line per check, the verdict, and the log lines behind it
+                        (a window without usage lines reads NOTHING TO AUDIT, never PASS).
 - REPORT.html           a self-contained page (no network, no external scripts): calls and
                         p50/p95 latency per lane over the window as charts, and the verdict.
 - config.redacted.yaml  the effective configuration the bundle was made with. Lane keys are
@@ -107,7 +108,8 @@ class BundleResult:
     window_start: str | None = None
     usage_lines: int = 0
     skipped_lines: int = 0
-    verify_ok: bool | None = None  # the routing audit's verdict inside the bundle
+    verify_ok: bool | None = None  # the routing audit passed (False on a failure or on nothing to audit)
+    verify_outcome: str | None = None  # pass, fail or "nothing to audit" (a window without usage lines)
     findings: list[str] = field(default_factory=list)  # file:line: kind, never the secret
     pruned: list[str] = field(default_factory=list)
     error: str | None = None
@@ -362,7 +364,7 @@ def _build(
         metrics["window"]["since"] = result.window_start
         _write(stage / "METRICS.json", redact_text(json.dumps(metrics, indent=2) + "\n", keys))
         audit = verify(UsageLines(stage), config, keep=VERIFY_PROOF_KEEP)
-        result.verify_ok = audit.ok
+        result.verify_ok, result.verify_outcome = audit.ok, audit.outcome
         verify_text = format_verify(audit, proof=True) + f"exit code: {audit.exit_code}\n"
         _write(stage / "VERIFY.txt", redact_text(verify_text, keys))
         page = render_report(

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ccmitm.core.stats import percentile
+from ccmitm.reports.audit import OUTCOME_NOTHING
 from ccmitm.reports.records import Record, is_error, parse_ts
 
 #: Bucket widths tried in order; the first that keeps a chart at or under MAX_BUCKETS wins.
@@ -218,10 +219,13 @@ def _verify_block(audit: Mapping[str, Any]) -> str:
         f"<td>{_e(check.get('checked'))}</td><td>{_e(check.get('violations'))}</td></tr>"
         for check in audit.get("checks", [])
     )
-    verdict = "pass" if ok else "fail"
+    # Zero usage lines is its own verdict ("nothing"): an empty window must never look green.
+    nothing = audit.get("outcome") == OUTCOME_NOTHING
+    verdict = "nothing" if nothing else "pass" if ok else "fail"
+    heading = {"nothing": "NOTHING TO AUDIT", "pass": "PASS", "fail": "FAIL"}[verdict]
     return (
         f'<section id="verify" class="verdict {verdict}" data-verdict="{verdict}">'
-        f"<h2>Routing audit: {'PASS' if ok else 'FAIL'}</h2>"
+        f"<h2>Routing audit: {heading}</h2>"
         f"<p>{_e(audit.get('verdict', ''))}</p><p>{_e(audit.get('headline', ''))}</p>"
         "<table><thead><tr><th></th><th>check</th><th>result</th><th>lines checked</th><th>violations</th>"
         f"</tr></thead><tbody>{checks}</tbody></table></section>"
@@ -236,6 +240,7 @@ table{border-collapse:collapse;width:100%}th,td{padding:4px 8px;border-bottom:1p
 th:first-child,td:first-child,#verify th:nth-child(2),#verify td:nth-child(2){text-align:left}
 .verdict{padding:8px 12px;border-radius:6px;border:1px solid}
 .verdict.pass{background:#eef8ee;border-color:#59a14f}.verdict.fail{background:#fdeeee;border-color:#e15759}
+.verdict.nothing{background:#fff8e6;border-color:#edc948}
 tr.bad td{color:#b00}
 figure{margin:16px 0}figcaption{font-weight:600;margin-bottom:4px}
 svg.chart{width:100%;height:auto;background:#fafafa;border:1px solid #eee}
@@ -315,7 +320,7 @@ def render_report(
         for lane in lanes
         for q in (50, 95)
     ]
-    verdict = "pass" if audit.get("ok") else "fail"
+    verdict = "nothing" if audit.get("outcome") == OUTCOME_NOTHING else "pass" if audit.get("ok") else "fail"
     body = [
         f"<h1>{_e(title)}</h1>",
         f'<p class="meta">{_e(start.isoformat(timespec="seconds"))} ..'

@@ -23,6 +23,8 @@ Record = Mapping[str, Any]
 class UsageLines:
     """Iterate the records of ``<logs_dir>/usage.jsonl`` and its rotated files (.gz too), oldest first.
 
+    ``logs_dir`` may also name one usage file (plain or .gz): then only that file is read.
+
     Unparseable lines (a torn last line after a crash, a foreign line) are skipped and counted in
     ``skipped`` once iteration has passed them. Iterating again re-reads the files.
     """
@@ -35,7 +37,8 @@ class UsageLines:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         self.skipped = 0
-        self.files = all_files(self.live)
+        # A file is read on its own (a usage.jsonl or .gz out of a bundle); a dir with its rotations.
+        self.files = [self.logs_dir] if self.logs_dir.is_file() else all_files(self.live)
         for path in self.files:
             for raw in read_lines(path):
                 if not raw.strip():

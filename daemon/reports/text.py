@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ccmitm.reports.audit import VerifyReport, proof_line
+from ccmitm.reports.audit import OUTCOME_NOTHING, VerifyReport, proof_line
 from ccmitm.reports.records import iso
 
 
@@ -151,8 +151,10 @@ def format_verify(report: VerifyReport, proof: bool = False) -> str:
     out = [report.headline]
     if report.since:
         out.append(f"window: since {iso(report.since)}")
+    nothing = report.outcome == OUTCOME_NOTHING
     for check in report.checks:
-        status = "PASS" if check.ok else "FAIL"
+        # Over zero lines no check has held: NONE, so no line of the output reads as a pass.
+        status = "NONE" if nothing else "PASS" if check.ok else "FAIL"
         detail = ", ".join(f"{k} {v}" for k, v in sorted(check.detail.items()))
         out.append(
             f"[{status}] ({check.key}) {check.name}: {check.description} - "
@@ -165,7 +167,8 @@ def format_verify(report: VerifyReport, proof: bool = False) -> str:
     if proof:
         for check in report.checks:
             out.append("")
-            out.append(f"--- proof ({check.key}) {check.name}: {'PASS' if check.ok else 'FAIL'}")
+            status = "NONE" if nothing else "PASS" if check.ok else "FAIL"
+            out.append(f"--- proof ({check.key}) {check.name}: {status}")
             if check.violation_count:
                 out.append(f"violations ({check.violation_count}):")
                 out += [f"  {proof_line(r)}" for r in check.violations]

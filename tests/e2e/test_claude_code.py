@@ -98,7 +98,7 @@ def test_claude_code_haiku_goes_to_zai_and_sonnet_stays(
 
 
 # --- Sonnet delegates to the haiku-subagent ------------------------------------------------------
-#: Claude Code 2.1.328's agent-spawning tool (older releases called it "Task"), seen in the tools
+#: Claude Code 2.1.332's agent-spawning tool (older releases called it "Task"), seen in the tools
 #: list of its main-loop request; its input takes ``subagent_type`` and ``prompt``.
 AGENT_TOOL = "Agent"
 SPAWN_ID = "toolu_fake_spawn_haiku"
@@ -217,3 +217,15 @@ def test_sonnet_delegates_to_the_haiku_subagent_which_runs_on_glm(
     assert {cls: row["calls"] for cls, row in by_class["zai"].items()} == {"subagent": len(offloaded)}
     assert by_class["anthropic"]["main"]["calls"] == 2
     assert "subagent" not in by_class["anthropic"]
+
+
+# --- what Claude Code prints when it does not trust the proxy's CA (quoted in OPERATOR_GUIDE.md) --
+def test_claude_code_names_an_untrusted_ca(claude_bin: Path, daemon: Daemon, upstreams) -> None:
+    """Intercepting without NODE_EXTRA_CA_CERTS: the guide quotes this error; it must stay true."""
+    result = run_claude(claude_bin, daemon, "haiku", {"HTTPS_PROXY": daemon.proxy_url})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "SSL certificate verification failed (UNABLE_TO_VERIFY_LEAF_SIGNATURE)" in output, output
+    guide = " ".join((Path(__file__).parents[2] / "docs" / "OPERATOR_GUIDE.md").read_text().split())
+    assert "SSL certificate verification failed (UNABLE_TO_VERIFY_LEAF_SIGNATURE)" in guide
+    assert not upstreams[1].messages(), "an untrusted proxy must not have reached the offload lane"

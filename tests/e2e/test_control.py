@@ -249,7 +249,7 @@ def test_ccctl_against_a_stopped_daemon_fails_cleanly(make_daemon) -> None:
         result = daemon.ccctl(*command)
         assert result.returncode == 1
         assert result.stderr.strip().splitlines() == [
-            "ccctl: ccmitmd is not running; start it with `ccctl start`, `make run` or the service"
+            "ccctl: ccmitmd is not running; start it with `ccctl start`, or run it as a service (`ccctl service install`)"
         ]
 
 

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 import ccmitm.reports.bundle as bundle_module
 from ccmitm.cli.main import main
+from ccmitm.cli.report import _bundle_verdict
 from ccmitm.config.load import validate
 from ccmitm.core.redact import redact_text, scan_text
 from ccmitm.reports.bundle import make_bundle
@@ -143,6 +144,25 @@ def test_bundle_contents_readme_and_window(setup: dict[str, Any]) -> None:
     members = tar_members(Path(result.archive))
     assert set(members) == {f"{NAME}/{name}" for name in BUNDLE_FILES}
     assert members[f"{NAME}/usage.jsonl"] == (out / "usage.jsonl").read_bytes()
+
+
+def test_a_window_without_usage_lines_still_bundles_and_says_nothing_to_audit(
+    setup: dict[str, Any],
+) -> None:
+    (setup["logs"] / "usage.jsonl").write_text("")
+    result = bundle(setup)
+    assert result.ok, result.error
+    out = Path(result.path)
+    assert {p.name for p in out.iterdir()} == BUNDLE_FILES and Path(result.archive).is_file()
+    assert result.usage_lines == 0
+    assert result.verify_ok is False and result.verify_outcome == "nothing to audit"
+    verify_text = (out / "VERIFY.txt").read_text()
+    assert "NOTHING TO AUDIT" in verify_text and "PASS" not in verify_text
+    assert verify_text.rstrip().endswith("exit code: 3")
+    page = (out / "REPORT.html").read_text()
+    assert 'data-verdict="nothing"' in page and "Routing audit: NOTHING TO AUDIT" in page
+    # ccctl bundle's summary line says so too, instead of "passed" or "FAILED".
+    assert "nothing to audit" in _bundle_verdict(result.to_dict())
 
 
 def test_planted_secrets_are_absent_from_dir_and_tgz(setup: dict[str, Any]) -> None:

@@ -186,10 +186,48 @@ def test_verify_cli_exit_codes_proof_and_json(tmp_path: Path) -> None:
     assert [json.loads(p)["id"] for p in check_c["proof"]["violations"]] == [bad["id"]]
 
 
-def test_verify_cli_on_an_empty_log_dir_passes(tmp_path: Path) -> None:
-    result = ccctl(write_config(tmp_path), "verify")
-    assert result.exit_code == 0
-    assert "0 of 0 decisions" in result.output and "no usage lines" in result.output
+def test_verify_on_zero_lines_is_nothing_to_audit_never_pass(tmp_path: Path, config: Config) -> None:
+    report = verify([], config)
+    assert not report.ok and report.outcome == "nothing to audit" and report.exit_code == 3
+    assert report.verdict.startswith("NOTHING TO AUDIT")
+    text = format_verify(report, proof=True)
+    assert "PASS" not in text and text.count("[NONE]") == 4
+
+    (tmp_path / "logs").mkdir()  # the dir exists, the log has no line yet
+    config_path = write_config(tmp_path)
+    result = ccctl(config_path, "verify")
+    assert result.exit_code == 3, result.output
+    assert "0 of 0 decisions" in result.output and "NOTHING TO AUDIT" in result.output
+    assert "PASS" not in result.output
+    data = json.loads(ccctl(config_path, "verify", "--json").output)
+    assert data["ok"] is False and data["outcome"] == "nothing to audit" and data["exit_code"] == 3
+
+    # Lines that all fall outside the window are nothing to audit as well.
+    write_log(tmp_path / "logs", [line(ts=(NOW - timedelta(days=30)).isoformat())])
+    result = ccctl(config_path, "verify", "--since", "1h")
+    assert result.exit_code == 3 and "NOTHING TO AUDIT: no usage lines since" in result.output
+
+
+@pytest.mark.parametrize("command", ["verify", "summarize"])
+def test_a_logs_dir_that_does_not_exist_exits_2(tmp_path: Path, command: str) -> None:
+    config_path = write_config(tmp_path)  # logs.dir is tmp_path/logs, never created
+    missing = tmp_path / "nonexistent"
+    result = CliRunner().invoke(main, ["--config", str(config_path), command, "--logs-dir", str(missing)])
+    assert result.exit_code == 2, result.output
+    assert f"--logs-dir {missing} does not exist" in result.output and "PASS" not in result.output
+    result = CliRunner().invoke(main, ["--config", str(config_path), command])
+    assert result.exit_code == 2, result.output
+    assert f"logs.dir {tmp_path / 'logs'} does not exist" in result.output
+
+
+def test_logs_dir_may_name_one_usage_file(tmp_path: Path) -> None:
+    config_path = write_config(tmp_path)
+    path = write_log(tmp_path / "elsewhere", clean_log(), name="usage.jsonl.3.gz")
+    result = ccctl(config_path, "verify", "--logs-dir", str(path))
+    assert result.exit_code == 0, result.output
+    assert "3 of 9 decisions" in result.output and "PASS: routing and header hygiene hold" in result.output
+    data = json.loads(ccctl(config_path, "summarize", "--json", "--logs-dir", str(path)).output)
+    assert data["totals"]["calls"] == 10 and data["window"]["files"] == [str(path)]
 
 
 # --- summarize -------------------------------------------------------------------------------------
