@@ -14,6 +14,7 @@ from ccmitm.cli.control import COMMANDS as CONTROL_COMMANDS
 from ccmitm.cli.report import bundle, summarize, verify
 from ccmitm.cli.service import service
 from ccmitm.cli.top import top
+from ccmitm.cli.wiring import COMMANDS as WIRING_COMMANDS
 from ccmitm.cli.workflow import COMMANDS as WORKFLOW_COMMANDS
 
 
@@ -31,7 +32,8 @@ def main(ctx: click.Context, config_option: str | None) -> None:
     ctx.obj = {"config_option": config_option}
 
 
-for _command in (config, service, summarize, verify, bundle, top, *CONTROL_COMMANDS, *WORKFLOW_COMMANDS):
+_GROUPS = (config, service, summarize, verify, bundle, top)
+for _command in (*_GROUPS, *CONTROL_COMMANDS, *WIRING_COMMANDS, *WORKFLOW_COMMANDS):
     main.add_command(_command)
 
 

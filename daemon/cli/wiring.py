@@ -1,0 +1,264 @@
+"""ccctl commands that wire a shell or one command to ccmitmd: `env` (print the lines that wire or
+unwire a shell), `run` (run one command wired, acting by `wiring.when_down` when the daemon does
+not answer) and `shell init` (print the shell habits, `ccsub` & co.)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from ccmitm import paths
+from ccmitm.cli.common import config_path, fail, load_config
+from ccmitm.cli.control import LaunchError, launch
+from ccmitm.config.model import Config
+from ccmitm.install import shell as shell_text
+from ccmitm.install import wiring
+from ccmitm.install.host import UNIT_NAME, Host
+
+SHELLS = ("bash", "zsh", "fish")
+
+
+def _listener(config: Config) -> wiring.Listener:
+    return wiring.Listener(
+        host=config.proxy.host,
+        port=config.proxy.port,
+        reverse_port=config.proxy.reverse_port,
+        ca_cert=Path(config.proxy.confdir) / "mitmproxy-ca-cert.pem",
+        state_dir=paths.state_home(),
+    )
+
+
+def _calling_shell() -> str:
+    """The shell that runs this ccctl (`$(ccctl env)` in bash or zsh, `ccctl env | source` in fish):
+    our parent process where /proc says so, else the login shell ($SHELL), else bash."""
+    try:
+        name = Path(f"/proc/{os.getppid()}/comm").read_text().strip()
+    except OSError:
+        name = ""
+    if name not in SHELLS:
+        name = Path(os.environ.get("SHELL", "bash")).name
+    return name if name in SHELLS else "bash"
+
+
+def _ctl_words(ctx: click.Context) -> list[str]:
+    """This very ccctl (the interpreter that runs it, and the same config) for the guard function."""
+    words = [sys.executable, "-m", "ccmitm.cli"]
+    option = (ctx.find_root().obj or {}).get("config_option")
+    if option:
+        words += ["--config", str(config_path(ctx))]
+    return words
+
+
+def answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Does something accept a connection on host:port? (What the shell guard checks, too.)"""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+# --- env -----------------------------------------------------------------------------------------
+@click.command()
+@click.option(
+    "--shell",
+    "shell",
+    type=click.Choice(SHELLS),
+    help="Syntax to print; default: the shell that runs ccctl (else $SHELL).",
+)
+@click.option(
+    "--reverse", "mode", flag_value="reverse", help="Reverse mode: ANTHROPIC_BASE_URL instead of a proxy."
+)
+@click.option(
+    "--stock", "mode", flag_value="stock", help="Unwire: every variable gets its previous value back."
+)
+@click.option(
+    "--subagent",
+    is_flag=True,
+    help="Also CLAUDE_CODE_SUBAGENT_MODEL=haiku (subagents run on Haiku, i.e. offloaded) and "
+    "CLAUDE_CODE_GATEWAY_HINT_HEADERS=1 (Claude Code marks subagent vs main-loop calls).",
+)
+@click.pass_context
+def env(ctx: click.Context, shell: str | None, mode: str | None, subagent: bool) -> None:
+    """Print shell lines that wire Claude Code to the proxy: eval "$(ccctl env)".
+
+    The lines save the previous value of every variable they set (restored by --stock / ccstock)
+    and define a `claude` function that checks ccmitmd answers before each call (wiring.when_down).
+    """
+    if subagent and mode == "stock":
+        raise click.UsageError(
+            "--subagent wires a shell; --stock unwires it (and restores the subagent variables)"
+        )
+    dialect = shell_text.dialect(shell or _calling_shell())
+    environ = dict(os.environ)
+    if mode == "stock":
+        if not wiring.is_wired(environ):
+            click.echo("# ccmitm: this shell is not wired by ccctl env; nothing to restore", err=True)
+        for line in shell_text.assignments(wiring.unwire(environ), dialect) + shell_text.remove_guard(
+            dialect
+        ):
+            click.echo(line)
+        return
+    config = load_config(ctx)
+    listener = _listener(config)
+    wire_mode: wiring.Mode = "reverse" if mode == "reverse" else "intercept"
+    if wire_mode == "intercept" and not listener.ca_cert.exists():
+        click.echo(
+            f"# warning: {listener.ca_cert} does not exist yet; start ccmitmd once to create it", err=True
+        )
+    try:
+        changes = wiring.wire(environ, listener, wire_mode, subagent)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    _note_previous_proxy(wiring.original(environ), listener, config)
+    for line in shell_text.assignments(changes, dialect) + shell_text.guard_function(
+        _ctl_words(ctx), dialect
+    ):
+        click.echo(line)
+    if wire_mode == "intercept" and listener.reverse_port is not None:
+        reverse_url = paths.http_url(listener.host, listener.reverse_port)
+        click.echo(
+            f'# or reverse mode instead: eval "$(ccctl env --reverse)"  (ANTHROPIC_BASE_URL={reverse_url})'
+        )
+
+
+def _note_previous_proxy(base: dict[str, str], listener: wiring.Listener, config: Config) -> None:
+    previous = wiring.previous_proxy(base, listener)
+    if previous is None:
+        return
+    if config.proxy.upstream_proxy:
+        where = f"ccmitmd reaches its lanes through proxy.upstream_proxy ({config.proxy.upstream_proxy})"
+    else:
+        where = (
+            f"for ccmitmd to reach its lanes through it too: ccctl config set proxy.upstream_proxy {previous}"
+        )
+    click.echo(
+        f"# ccmitm: your HTTPS_PROXY ({previous}) is saved and comes back when you unwire; {where}",
+        err=True,
+    )
+
+
+# --- run -----------------------------------------------------------------------------------------
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--reverse", is_flag=True, help="Wire through the reverse listener (ANTHROPIC_BASE_URL).")
+@click.option("--subagent", is_flag=True, help="Also the subagent variables (as `ccctl env --subagent`).")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def run(ctx: click.Context, reverse: bool, subagent: bool, command: tuple[str, ...]) -> None:
+    """Run COMMAND wired to ccmitmd: ccctl run -- claude -p "say ok" --model haiku.
+
+    In a wired shell it keeps that shell's wiring. When ccmitmd does not answer it acts by
+    wiring.when_down: start it and wait, run COMMAND stock, or fail with the fix.
+    """
+    config = load_config(ctx)
+    listener = _listener(config)
+    environ = dict(os.environ)
+    if wiring.is_wired(environ) and not reverse and not subagent and wiring.PORT in environ:
+        wired = environ
+        host, port = environ.get(wiring.HOST, listener.host), int(environ[wiring.PORT])
+        if environ.get(wiring.MODE, "intercept") == "intercept":
+            wiring.targets(wiring.original(environ), listener, "intercept", False)  # refresh the bundle
+    else:
+        mode: wiring.Mode = "reverse" if reverse else "intercept"
+        try:
+            wired = wiring.apply(environ, wiring.wire(environ, listener, mode, subagent))
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        host, port = listener.host, int(wired[wiring.PORT])
+    if not answers(host, port):
+        wired = _when_down(ctx, config, listener, environ, wired, host, port)
+    _exec(list(command), wired)
+
+
+def _when_down(
+    ctx: click.Context,
+    config: Config,
+    listener: wiring.Listener,
+    environ: dict[str, str],
+    wired: dict[str, str],
+    host: str,
+    port: int,
+) -> dict[str, str]:
+    """The environment to run the command in, after acting on a daemon that does not answer."""
+    where = f"{host}:{port}"
+    action = config.wiring.when_down
+    if action == "fail":
+        fail(
+            f"ccmitmd does not answer on {where} (wiring.when_down: fail); "
+            "fix: `ccctl start` (or `ccctl service install`), or unwire with `ccstock`"
+        )
+    if action == "stock":
+        click.echo(
+            f"ccctl: ccmitmd does not answer on {where}; running this call stock (wiring.when_down: stock); "
+            "fix: `ccctl start`",
+            err=True,
+        )
+        return wiring.original(environ)
+    try:
+        _start(ctx, config, wiring.original(environ), host, port)
+    except LaunchError as exc:
+        fail(
+            f"ccmitmd does not answer on {where} and could not start: {exc}: {exc.cause()}; "
+            "fix that, then `ccctl start` (or set wiring.when_down: stock)"
+        )
+    if wired.get("NODE_EXTRA_CA_CERTS") == str(listener.state_dir / wiring.BUNDLE_NAME):
+        # A first start has just made the CA: the combined bundle must include it.
+        wiring.targets(wiring.original(environ), listener, "intercept", False)
+    return wired
+
+
+def _start(ctx: click.Context, config: Config, base: dict[str, str], host: str, port: int) -> None:
+    """Start ccmitmd (the service if it is installed, else as `ccctl start` does) and wait, bounded,
+    until it answers; LaunchError with the cause otherwise."""
+    timeout = config.wiring.start_timeout_s
+    machine = Host.current()
+    if not machine.unit_path.exists():
+        launch(config_path(ctx), config.socket_path(), timeout, env=base)
+    else:
+        argv = (
+            machine.systemctl("start", UNIT_NAME)
+            if machine.manager == "systemd"
+            else machine.launchctl("kickstart", machine.service_target)
+        )
+        done = machine.runner(argv)
+        if not done.ok:
+            raise LaunchError(f"`{' '.join(argv)}` failed", [done.reason()], machine.unit_path)
+    deadline = time.monotonic() + timeout
+    while not answers(host, port, timeout=0.5):
+        if time.monotonic() > deadline:
+            raise LaunchError(f"nothing answers on {host}:{port} after {timeout:g}s", [], machine.unit_path)
+        time.sleep(0.05)
+
+
+def _exec(command: list[str], environ: dict[str, str]) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvpe(command[0], command, environ)
+    except FileNotFoundError:
+        fail(f"{command[0]}: command not found", code=127)
+    except OSError as exc:
+        fail(f"{command[0]}: {exc.strerror}", code=126)
+
+
+# --- shell init ----------------------------------------------------------------------------------
+@click.group()
+def shell() -> None:
+    """The shell habits (ccsub, ccstock, ccproof, ...) for bash, zsh and fish."""
+
+
+@shell.command("init")
+@click.argument("name", type=click.Choice(SHELLS))
+def shell_init(name: str) -> None:
+    """Print the habits for eval or source.
+
+    bash/zsh: eval "$(ccctl shell init bash)"; fish: ccctl shell init fish | source."""
+    click.echo(shell_text.habits(shell_text.dialect(name)), nl=False)
+
+
+COMMANDS = [env, run, shell]

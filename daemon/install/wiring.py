@@ -1,0 +1,169 @@
+"""What wiring a shell (or one command) to ccmitmd changes in its environment, and how to undo it
+exactly. Pure functions over an environment mapping, plus the combined CA bundle file.
+
+The saved state lives in the wired environment itself, so any child (`ccctl env --stock`,
+`ccctl run`) can read it: ``_CCMITM_SAVED`` lists the names whose earlier state is recorded, and
+``_CCMITM_PREV_<NAME>`` holds the earlier value of each that was set (absent = it was unset, so
+unwiring unsets it). Wiring again on top keeps the first record: what "before" means never moves.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from ccmitm import paths
+
+Mode = Literal["intercept", "reverse"]
+
+SAVED = "_CCMITM_SAVED"
+PREV = "_CCMITM_PREV_"
+#: Where the guard checks, and how the shell is wired (read by `ccctl run` and the guard).
+HOST, PORT, MODE = "_CCMITM_HOST", "_CCMITM_PORT", "_CCMITM_MODE"
+#: Set by --subagent: subagents without a model of their own use Haiku (so they are offloaded), and
+#: Claude Code sends its request-class headers (x-claude-code-request-class and -agent-type) to a
+#: custom ANTHROPIC_BASE_URL too (2.1.x sends them to api.anthropic.com, i.e. through the
+#: intercepting listener, by itself), which status and summarize count.
+SUBAGENT_VARIABLES = {"CLAUDE_CODE_SUBAGENT_MODEL": "haiku", "CLAUDE_CODE_GATEWAY_HINT_HEADERS": "1"}
+BUNDLE_NAME = "ca-bundle.pem"
+
+
+@dataclass(frozen=True)
+class Listener:
+    """What ccmitmd offers a client: the address and the CA of the intercepting listener."""
+
+    host: str
+    port: int
+    reverse_port: int | None
+    ca_cert: Path
+    state_dir: Path
+
+
+def is_wired(environ: Mapping[str, str]) -> bool:
+    return SAVED in environ
+
+
+def saved_names(environ: Mapping[str, str]) -> list[str]:
+    return environ.get(SAVED, "").split()
+
+
+def original(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment as it was before the wiring (``environ`` itself if it is not wired)."""
+    result = {name: value for name, value in environ.items() if not name.startswith("_CCMITM_")}
+    for name in saved_names(environ):
+        previous = environ.get(PREV + name)
+        if previous is None:
+            result.pop(name, None)
+        else:
+            result[name] = previous
+    return result
+
+
+def combined_bundle(user_bundle: Path, ca_cert: Path, state_dir: Path) -> Path:
+    """The user's CA bundle plus mitmproxy's CA in one file (0644: it holds public certificates
+    only, and other tools of the user read it), rewritten only when either source changed."""
+    text = user_bundle.read_text(errors="replace").rstrip("\n") + "\n"
+    if ca_cert.exists():
+        text += ca_cert.read_text(errors="replace").rstrip("\n") + "\n"
+    target = paths.ensure_private_dir(state_dir) / BUNDLE_NAME
+    try:
+        if target.read_text() == text:
+            return target
+    except OSError:
+        pass
+    paths.write_atomic(target, text.encode(), 0o644)
+    return target
+
+
+def _user_bundle(base: Mapping[str, str], listener: Listener) -> Path | None:
+    """The user's own NODE_EXTRA_CA_CERTS, when it names a readable file other than ours."""
+    value = base.get("NODE_EXTRA_CA_CERTS")
+    if not value:
+        return None
+    path = Path(value)
+    if path == listener.ca_cert or not os.access(path, os.R_OK) or not path.is_file():
+        return None
+    return path
+
+
+def targets(base: Mapping[str, str], listener: Listener, mode: Mode, subagent: bool) -> dict[str, str | None]:
+    """The variables a wiring sets (a value) or unsets (None), given the original environment.
+    Writes the combined CA bundle when the user has a bundle of their own (intercepting mode)."""
+    extra: dict[str, str | None] = dict(SUBAGENT_VARIABLES) if subagent else {}
+    if mode == "reverse":
+        if listener.reverse_port is None:
+            raise ValueError("the reverse listener is off (proxy.reverse_port: null)")
+        # NODE_EXTRA_CA_CERTS stays as the user had it: the reverse listener is plain http.
+        return {
+            "HTTPS_PROXY": None,
+            "ANTHROPIC_BASE_URL": paths.http_url(listener.host, listener.reverse_port),
+            **extra,
+        }
+    user_bundle = _user_bundle(base, listener)
+    ca = (
+        combined_bundle(user_bundle, listener.ca_cert, listener.state_dir)
+        if user_bundle
+        else listener.ca_cert
+    )
+    return {
+        "HTTPS_PROXY": paths.http_url(listener.host, listener.port),
+        "NODE_EXTRA_CA_CERTS": str(ca),
+        "ANTHROPIC_BASE_URL": None,
+        **extra,
+    }
+
+
+def wire(environ: Mapping[str, str], listener: Listener, mode: Mode, subagent: bool) -> dict[str, str | None]:
+    """Every change that wires ``environ``: the wiring variables, the record of their earlier
+    state, and where the guard checks. Wiring a wired environment re-wires from the original."""
+    base = original(environ)
+    wanted = targets(base, listener, mode, subagent)
+    names = list(dict.fromkeys([*saved_names(environ), *wanted]))
+    changes: dict[str, str | None] = {}
+    for name in names:
+        changes[name] = wanted[name] if name in wanted else base.get(name)
+    for name in names:
+        changes[PREV + name] = base.get(name)
+    port = listener.port if mode == "intercept" else listener.reverse_port
+    changes.update({SAVED: " ".join(names), HOST: listener.host, PORT: str(port), MODE: mode})
+    return changes
+
+
+def unwire(environ: Mapping[str, str]) -> dict[str, str | None]:
+    """Every change that restores the original environment: the saved variables get their earlier
+    values back (unset if they were unset), and ccmitm's own state variables go."""
+    base = original(environ)
+    changes: dict[str, str | None] = {name: base.get(name) for name in saved_names(environ)}
+    changes.update(dict.fromkeys(sorted(name for name in environ if name.startswith("_CCMITM_"))))
+    return changes
+
+
+def apply(environ: Mapping[str, str], changes: Mapping[str, str | None]) -> dict[str, str]:
+    result = dict(environ)
+    for name, value in changes.items():
+        if value is None:
+            result.pop(name, None)
+        else:
+            result[name] = value
+    return result
+
+
+def previous_proxy(base: Mapping[str, str], listener: Listener) -> str | None:
+    """The user's own HTTPS proxy (credentials removed for display), if it is not ccmitmd."""
+    value = base.get("HTTPS_PROXY") or base.get("https_proxy")
+    if not value:
+        return None
+    parts = urlsplit(value if "://" in value else "http://" + value)
+    if parts.hostname in (listener.host, "127.0.0.1", "localhost") and parts.port in (
+        listener.port,
+        listener.reverse_port,
+    ):
+        return None
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return f"{parts.scheme}://{netloc}"
