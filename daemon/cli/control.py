@@ -185,9 +185,12 @@ class LaunchError(Exception):
         self.tail, self.output = tail, output
 
     def cause(self) -> str:
-        """The last meaningful line the daemon printed (its error), else where its output is."""
-        lines = [line.strip() for line in self.tail if line.strip() and not line.startswith("Traceback")]
-        return lines[-1] if lines else f"see {self.output}"
+        """The daemon's own error line (the first it printed; the last one of a traceback), else
+        where its output is."""
+        lines = [line.strip() for line in self.tail if line.strip()]
+        if not lines:
+            return f"see {self.output}"
+        return lines[-1] if any(line.startswith("Traceback") for line in lines) else lines[0]
 
 
 @click.command()

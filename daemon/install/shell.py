@@ -172,8 +172,9 @@ function ccmitm --description 'start the daemon in the background; [PORT] sets t
 end
 
 function ccsub --description 'wire this shell to the proxy (intercepting mode); subagents run on Haiku'
-    set -l lines (ccctl env --subagent --shell fish); or return 1
-    string join \\n -- $lines | source
+    # A pipe, not (command substitution): fish would not redirect the latter's stderr with ours.
+    ccctl env --subagent --shell fish | source
+    test $pipestatus[1] -eq 0; or return 1
     if set -q argv[1]
         set -gx HTTPS_PROXY "http://127.0.0.1:$argv[1]"
         set -gx _CCMITM_PORT $argv[1]
@@ -182,8 +183,9 @@ function ccsub --description 'wire this shell to the proxy (intercepting mode); 
 end
 
 function ccstock --description 'unwire: every variable the wiring set gets its previous value back'
-    set -l lines (ccctl env --stock --shell fish); or return 1
-    string join \\n -- $lines | source
+    # A pipe, not (command substitution): fish would not redirect the latter's stderr with ours.
+    ccctl env --stock --shell fish | source
+    test $pipestatus[1] -eq 0; or return 1
     echo "unwired: Claude Code talks to Anthropic directly"
 end
 
