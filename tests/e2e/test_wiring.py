@@ -271,8 +271,7 @@ def test_the_combined_bundle_trusts_the_users_ca_and_the_proxy(
     combined = Path(result.stdout)
     assert combined == daemon.state_dir / "ca-bundle.pem"
     assert stat.S_IMODE(combined.stat().st_mode) == 0o644
-    trust = ssl.create_default_context(cafile=str(combined))
-    trust.load_default_certs = None  # type: ignore[method-assign]  # only this bundle, nothing else
+    trust = ssl.create_default_context(cafile=str(combined))  # this bundle only, no system CAs
     # The user's own server (signed by their CA) ...
     corp = httpx.get(f"https://127.0.0.1:{corp_port}/", verify=trust, timeout=10)
     assert corp.text == "corp ok"
