@@ -97,12 +97,10 @@ def targets(base: Mapping[str, str], listener: Listener, mode: Mode, subagent: b
     if mode == "reverse":
         if listener.reverse_port is None:
             raise ValueError("the reverse listener is off (proxy.reverse_port: null)")
-        # NODE_EXTRA_CA_CERTS stays as the user had it: the reverse listener is plain http.
-        return {
-            "HTTPS_PROXY": None,
-            "ANTHROPIC_BASE_URL": paths.http_url(listener.host, listener.reverse_port),
-            **extra,
-        }
+        # HTTPS_PROXY and NODE_EXTRA_CA_CERTS stay as the user had them: the reverse listener is
+        # plain http on loopback (HTTPS_PROXY does not apply to it), and the shell's other HTTPS
+        # traffic keeps going through the user's own proxy, if any.
+        return {"ANTHROPIC_BASE_URL": paths.http_url(listener.host, listener.reverse_port), **extra}
     user_bundle = _user_bundle(base, listener)
     ca = (
         combined_bundle(user_bundle, listener.ca_cert, listener.state_dir)

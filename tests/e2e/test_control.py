@@ -313,7 +313,6 @@ def test_invalid_config_at_start_serves_the_last_good_one(make_daemon, upstreams
         (
             ["--reverse"],
             [
-                "unset HTTPS_PROXY",
                 "export ANTHROPIC_BASE_URL='http://127.0.0.1:{reverse}'",
             ],
         ),
@@ -330,7 +329,6 @@ def test_invalid_config_at_start_serves_the_last_good_one(make_daemon, upstreams
         (
             ["--subagent", "--reverse", "--shell", "fish"],
             [
-                "set -e HTTPS_PROXY",
                 "set -gx ANTHROPIC_BASE_URL 'http://127.0.0.1:{reverse}'",
                 "set -gx CLAUDE_CODE_SUBAGENT_MODEL 'haiku'",
                 "set -gx CLAUDE_CODE_GATEWAY_HINT_HEADERS '1'",

@@ -216,10 +216,10 @@ def test_wire_and_unwire_restores_exactly_what_was_there(
     assert lines[0] == f"intercept {daemon.proxy_url}|{combined}|haiku"
     # The guard found the daemon answering and ran the real `claude` (here: the fake one) wired.
     assert lines[1] == f"fake-claude proxy={daemon.proxy_url} base=unset args=-p hi --model haiku"
-    # Re-wired in reverse mode (without --subagent): from the original state, so the user's own CA
-    # bundle and subagent model are back and HTTPS_PROXY is off.
-    assert lines[2] == f"reverse unset|{daemon.reverse_url}|{bundle_of_user}|it's opus"
-    assert lines[3] == f"fake-claude proxy=unset base={daemon.reverse_url} args=-p hi --model haiku"
+    # Re-wired in reverse mode (without --subagent): from the original state, so the user's own
+    # proxy, CA bundle and subagent model are back; only ANTHROPIC_BASE_URL points at ccmitmd.
+    assert lines[2] == f"reverse {CORP_PROXY}|{daemon.reverse_url}|{bundle_of_user}|it's opus"
+    assert lines[3] == f"fake-claude proxy={CORP_PROXY} base={daemon.reverse_url} args=-p hi --model haiku"
     # Unwired: the guard is gone (claude is the plain command again) ...
     assert lines[4] == f"fake-claude proxy={CORP_PROXY} base=unset args=-p hi"
     # ... and the environment is exactly what it was.
