@@ -4,16 +4,19 @@ through it; `fail` returns non-zero in under 2 s with the fix; `ccctl run -- cla
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.test_claude_code import claude_bin  # noqa: F401 - the fixture
-from tests.helpers import CLIENT_API_KEY, Daemon
+from tests.helpers import CLIENT_API_KEY, REPO_ROOT, Daemon, post
 
 pytestmark = [pytest.mark.e2e, pytest.mark.claude]
 
@@ -28,7 +31,17 @@ def stopped_daemon(make_daemon, when_down: str) -> Daemon:
     return daemon
 
 
-def wired_bash(claude: Path, daemon: Daemon, script: str) -> subprocess.CompletedProcess[str]:
+SHELL_ARGV = {
+    "bash": ["bash", "--norc", "--noprofile", "-c"],
+    "zsh": ["zsh", "-f", "-c"],
+    "fish": ["fish", "-N", "-c"],
+}
+
+
+def wired_bash(
+    claude: Path, daemon: Daemon, script: str, shell: str = "bash"
+) -> subprocess.CompletedProcess[str]:
+    """``script`` in a fresh shell (bash unless told) with Claude Code and ccctl on PATH."""
     env = {
         **daemon.env(),
         "PATH": f"{claude.parent}:{Path(sys.executable).parent}:{os.environ['PATH']}",
@@ -38,7 +51,7 @@ def wired_bash(claude: Path, daemon: Daemon, script: str) -> subprocess.Complete
         "DISABLE_AUTOUPDATER": "1",
     }
     return subprocess.run(
-        ["bash", "--norc", "--noprofile", "-c", script],
+        [*SHELL_ARGV[shell], script],
         env=env,
         capture_output=True,
         text=True,
@@ -124,3 +137,56 @@ def test_ccctl_run_claude_fails_fast_when_down_and_told_to(
     assert result.returncode != 0 and result.stdout == ""
     assert "does not answer" in result.stderr and "ccctl start" in result.stderr
     assert seconds < 2.0, f"the issue demands under 2 s; took {seconds:.2f}s"
+
+
+@pytest.mark.parametrize("shell", ["bash", "fish"])
+def test_ccproof_judges_only_its_own_two_calls(
+    claude_bin: Path,  # noqa: F811
+    daemon: Daemon,
+    upstreams,
+    shell: str,
+) -> None:
+    if shutil.which(shell) is None:
+        pytest.skip(f"{shell} is not installed (.ci/run installs it)")
+    anthropic_up, zai = upstreams
+    zai.reply_text, anthropic_up.reply_text = "ok from the GLM lane", "ok from the Anthropic lane"
+    # An older call, two minutes before ccproof (its timestamp moved back): not ccproof's business.
+    assert post(daemon, "claude-3-5-haiku-oldmarker").status_code == 200
+    daemon.wait_usage(1)
+    usage = daemon.logs_dir / "usage.jsonl"
+    record = json.loads(usage.read_text().splitlines()[0])
+    record["ts"] = (datetime.fromisoformat(record["ts"]) - timedelta(minutes=2)).isoformat()
+    usage.write_text(json.dumps(record) + "\n")
+
+    habits = REPO_ROOT / "etc" / "shell" / ("ccmitm.fish" if shell == "fish" else "ccmitm.sh")
+    result = wired_bash(claude_bin, daemon, f"source {habits}; ccproof", shell=shell)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["haiku:  ok from the GLM lane", "sonnet: ok from the Anthropic lane"]
+    assert "PASS: routing and header hygiene hold" in result.stdout
+    assert "oldmarker" not in result.stdout
+    # The older call is in the log and a wider window sees it: the narrow window is what kept it out.
+    assert "oldmarker" in daemon.ccctl("verify", "--since", "10m", "--proof").stdout
+
+
+@pytest.mark.parametrize("shell", ["zsh", "fish"])
+def test_the_guard_starts_the_daemon_in_zsh_and_fish_too(
+    claude_bin: Path,  # noqa: F811
+    make_daemon,
+    upstreams,
+    shell: str,
+) -> None:
+    if shutil.which(shell) is None:
+        pytest.skip(f"{shell} is not installed (.ci/run installs it)")
+    _, zai = upstreams
+    zai.reply_text = "ok from the GLM lane"
+    daemon = stopped_daemon(make_daemon, "start")
+    habits = REPO_ROOT / "etc" / "shell" / ("ccmitm.fish" if shell == "fish" else "ccmitm.sh")
+    script = f"source {habits}; ccsub >/dev/null 2>&1; {HAIKU_CALL}; ccstock >/dev/null"
+    try:
+        result = wired_bash(claude_bin, daemon, script, shell=shell)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "ok from the GLM lane"
+        assert daemon.ccctl("status").returncode == 0
+    finally:
+        daemon.ccctl("stop", timeout=60)
