@@ -180,9 +180,11 @@ def launch(config_file: Path, socket_path: Path, timeout: float, env: dict[str, 
 
 
 class LaunchError(Exception):
-    def __init__(self, message: str, tail: list[str], output: Path) -> None:
+    def __init__(
+        self, message: str, tail: list[str], output: Path, fix: str = "fix that, then `ccctl start`"
+    ) -> None:
         super().__init__(message)
-        self.tail, self.output = tail, output
+        self.tail, self.output, self.fix = tail, output, fix
 
     def cause(self) -> str:
         """The daemon's own error line (the first it printed; the last one of a traceback), else

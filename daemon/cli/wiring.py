@@ -18,9 +18,10 @@ from ccmitm.cli.control import LaunchError, launch
 from ccmitm.config.model import Config
 from ccmitm.install import shell as shell_text
 from ccmitm.install import wiring
-from ccmitm.install.host import UNIT_NAME, Host
+from ccmitm.install.host import UNIT_NAME, Host, ServiceError
 
 SHELLS = ("bash", "zsh", "fish")
+POSIX_SHELLS = frozenset({"sh", "dash", "ash", "ksh", "mksh", "busybox"})
 
 
 def _listener(config: Config) -> wiring.Listener:
@@ -40,6 +41,8 @@ def _calling_shell() -> str:
         name = Path(f"/proc/{os.getppid()}/comm").read_text().strip()
     except OSError:
         name = ""
+    if name in POSIX_SHELLS:
+        return "bash"  # their syntax is bash's for everything env prints but the guard
     if name not in SHELLS:
         name = Path(os.environ.get("SHELL", "bash")).name
     return name if name in SHELLS else "bash"
@@ -200,39 +203,50 @@ def _when_down(
         )
         return wiring.original(environ)
     try:
-        _start(ctx, config, wiring.original(environ), host, port)
+        by_service = _start(ctx, config, wiring.original(environ), host, port)
     except LaunchError as exc:
         fail(
             f"ccmitmd does not answer on {where} and could not start: {exc}: {exc.cause()}; "
-            "fix that, then `ccctl start` (or set wiring.when_down: stock)"
+            f"{exc.fix} (or set wiring.when_down: stock)"
         )
+    click.echo(f"ccctl: ccmitmd was not running; started it ({by_service})", err=True)
     if wired.get("NODE_EXTRA_CA_CERTS") == str(listener.state_dir / wiring.BUNDLE_NAME):
         # A first start has just made the CA: the combined bundle must include it.
         wiring.targets(wiring.original(environ), listener, "intercept", False)
     return wired
 
 
-def _start(ctx: click.Context, config: Config, base: dict[str, str], host: str, port: int) -> None:
+def _start(ctx: click.Context, config: Config, base: dict[str, str], host: str, port: int) -> str:
     """Start ccmitmd (the service if it is installed, else as `ccctl start` does) and wait, bounded,
-    until it answers; LaunchError with the cause otherwise."""
+    until it answers; how it was started, or LaunchError with the cause."""
     timeout = config.wiring.start_timeout_s
-    machine = Host.current()
-    if not machine.unit_path.exists():
+    try:
+        machine: Host | None = Host.current()
+    except ServiceError:
+        machine = None  # no service manager here: start it ourselves
+    if machine is None or not machine.unit_path.exists():
         launch(config_path(ctx), config.socket_path(), timeout, env=base)
+        how, output = "ccctl start", paths.state_home() / "ccmitmd.out"
+        fix = "see " + str(output)
     else:
         argv = (
             machine.systemctl("start", UNIT_NAME)
             if machine.manager == "systemd"
             else machine.launchctl("kickstart", machine.service_target)
         )
+        how, output = " ".join(argv), machine.unit_path
+        fix = "see `ccctl service status`" + (
+            " and `journalctl --user -u ccmitm`" if machine.manager == "systemd" else ""
+        )
         done = machine.runner(argv)
         if not done.ok:
-            raise LaunchError(f"`{' '.join(argv)}` failed", [done.reason()], machine.unit_path)
+            raise LaunchError(f"`{how}` failed", [done.reason()], output, fix)
     deadline = time.monotonic() + timeout
     while not answers(host, port, timeout=0.5):
         if time.monotonic() > deadline:
-            raise LaunchError(f"nothing answers on {host}:{port} after {timeout:g}s", [], machine.unit_path)
+            raise LaunchError(f"nothing answers on {host}:{port} after {timeout:g}s", [], output, fix)
         time.sleep(0.05)
+    return how
 
 
 def _exec(command: list[str], environ: dict[str, str]) -> None:

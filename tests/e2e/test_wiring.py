@@ -358,3 +358,46 @@ def test_run_when_the_daemon_cannot_start_says_why_in_one_line(make_daemon) -> N
     ]
     assert len(lines) == 1, result.stderr
     assert "could not start" in lines[0] and "invalid config" in lines[0] and "ccctl start" in lines[0]
+
+
+def _installed_service(daemon: Daemon, tmp_path: Path, body: str) -> dict[str, str]:
+    """A unit file where `ccctl service install` puts it, and a `systemctl` on PATH that logs its
+    arguments and then does ``body`` (the real one would start the unit)."""
+    unit = daemon.root / "xdgconfig" / "systemd" / "user" / "ccmitm.service"
+    unit.parent.mkdir(parents=True, exist_ok=True)
+    unit.write_text("[Unit]\nDescription=stand-in\n")
+    fake_bin = tmp_path / "fakebin"
+    fake_bin.mkdir()
+    systemctl = fake_bin / "systemctl"
+    systemctl.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/systemctl.args\n{body}\n')
+    systemctl.chmod(0o755)
+    return {"PATH": f"{fake_bin}:{BIN}:{os.environ['PATH']}"}
+
+
+def test_run_starts_the_installed_service(make_daemon, tmp_path: Path) -> None:
+    daemon = make_daemon(start=False)
+    _set_when_down(daemon, "start")
+    env = _installed_service(daemon, tmp_path, f"exec {BIN}/ccctl start >/dev/null 2>&1")
+    try:
+        result = daemon.ccctl("run", "--", *PRINT_PROXY, env=env, timeout=90)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == daemon.proxy_url
+        assert (tmp_path / "systemctl.args").read_text().split() == ["--user", "start", "ccmitm.service"]
+        assert "started it (systemctl --user start ccmitm.service)" in result.stderr
+    finally:
+        daemon.ccctl("stop", timeout=60)
+
+
+def test_run_when_the_service_cannot_start_says_why_in_one_line(make_daemon, tmp_path: Path) -> None:
+    daemon = make_daemon(start=False)
+    _set_when_down(daemon, "start")
+    failed = "Job for ccmitm.service failed because the control process exited with error code."
+    env = _installed_service(daemon, tmp_path, f"echo '{failed}' >&2; exit 1")
+    started = time.monotonic()
+    result = daemon.ccctl("run", "--", *PRINT_PROXY, env=env)
+    elapsed = time.monotonic() - started
+    assert result.returncode != 0 and result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert "`systemctl --user start ccmitm.service` failed" in line and failed in line
+    assert "ccctl service status" in line
+    assert elapsed < 2.0, f"the issue demands under 2 s; took {elapsed:.2f}s"
