@@ -102,9 +102,8 @@ def env(ctx: click.Context, shell: str | None, mode: str | None, subagent: bool)
     if mode == "stock":
         if not wiring.is_wired(environ):
             click.echo("# ccmitm: this shell is not wired by ccctl env; nothing to restore", err=True)
-        for line in shell_text.assignments(wiring.unwire(environ), dialect) + shell_text.remove_guard(
-            dialect
-        ):
+        restore = wiring.symbolic(environ, wiring.unwire(environ))
+        for line in shell_text.assignments(restore, dialect) + shell_text.remove_guard(dialect):
             click.echo(line)
         return
     config = load_config(ctx)
@@ -119,9 +118,8 @@ def env(ctx: click.Context, shell: str | None, mode: str | None, subagent: bool)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     _note_previous_proxy(wiring.original(environ), listener, config)
-    for line in shell_text.assignments(changes, dialect) + shell_text.guard_function(
-        _ctl_words(ctx), dialect
-    ):
+    lines = shell_text.assignments(wiring.symbolic(environ, changes), dialect)
+    for line in lines + shell_text.guard_function(_ctl_words(ctx), dialect):
         click.echo(line)
     if wire_mode == "intercept" and listener.reverse_port is not None:
         reverse_url = paths.http_url(listener.host, listener.reverse_port)

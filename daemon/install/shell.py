@@ -12,6 +12,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
+from ccmitm.install.wiring import Ref
+
 Dialect = Literal["sh", "fish"]
 
 #: Variables of ccmitm's own wiring state (see install/wiring.py); all start with this prefix.
@@ -32,14 +34,15 @@ def quote(value: str, shell: Dialect) -> str:
     return "'" + value.replace("'", "'\"'\"'") + "'"
 
 
-def assignments(variables: Mapping[str, str | None], shell: Dialect) -> list[str]:
-    """Set (a value) or unset (None) each variable, exported, in the given dialect."""
+def assignments(variables: Mapping[str, str | Ref | None], shell: Dialect) -> list[str]:
+    """Set (a value, or another variable's value) or unset (None) each variable, exported."""
     lines = []
     for name, value in variables.items():
-        if shell == "fish":
-            lines.append(f"set -e {name}" if value is None else f"set -gx {name} {quote(value, shell)}")
-        else:
-            lines.append(f"unset {name}" if value is None else f"export {name}={quote(value, shell)}")
+        if value is None:
+            lines.append(f"set -e {name}" if shell == "fish" else f"unset {name}")
+            continue
+        word = f'"${value.name}"' if isinstance(value, Ref) else quote(value, shell)
+        lines.append(f"set -gx {name} {word}" if shell == "fish" else f"export {name}={word}")
     return lines
 
 

@@ -140,6 +140,36 @@ def unwire(environ: Mapping[str, str]) -> dict[str, str | None]:
     return changes
 
 
+@dataclass(frozen=True)
+class Ref:
+    """The value of another variable, as the shell that evaluates the lines has it."""
+
+    name: str
+
+
+def symbolic(environ: Mapping[str, str], changes: Mapping[str, str | None]) -> dict[str, str | Ref | None]:
+    """The same changes for printing: every value the user had is replaced by a reference to the
+    variable holding it (``_CCMITM_PREV_X="$X"`` to save, ``X="$_CCMITM_PREV_X"`` to restore), so
+    ccctl never prints a value of the user's (a proxy URL may hold a password). The record comes
+    first, while the variables still hold what the user had; a record already there is kept."""
+    base = original(environ)
+    already = set(saved_names(environ))
+    result: dict[str, str | Ref | None] = {}
+    for key, value in changes.items():
+        if key.startswith(PREV) and key[len(PREV) :] not in already:
+            result[key] = Ref(key[len(PREV) :]) if value is not None else None
+    for key, value in changes.items():
+        if key.startswith(PREV):
+            if key[len(PREV) :] in already and value is None and key in environ:
+                result[key] = None  # (unwire) the record goes
+            continue
+        if not key.startswith("_CCMITM_") and value is not None and value == base.get(key):
+            result[key] = Ref(PREV + key)
+        else:
+            result[key] = value
+    return result
+
+
 def apply(environ: Mapping[str, str], changes: Mapping[str, str | None]) -> dict[str, str]:
     result = dict(environ)
     for name, value in changes.items():

@@ -95,3 +95,17 @@ def test_the_combined_bundle(tmp_path: Path) -> None:
 )
 def test_previous_proxy_is_shown_without_credentials(tmp_path: Path, value: str, shown: str | None) -> None:
     assert wiring.previous_proxy({"HTTPS_PROXY": value}, listener(tmp_path)) == shown
+
+
+def test_the_printed_lines_never_hold_a_value_of_the_users(tmp_path: Path) -> None:
+    """A proxy URL may hold a password: wiring and unwiring name the variables, never print them."""
+    where = listener(tmp_path)
+    secret = "http://me:pr0xy-passw0rd@corp.example:3128"
+    environ = {"HTTPS_PROXY": secret, "CLAUDE_CODE_SUBAGENT_MODEL": "opus"}
+    printed = wiring.symbolic(environ, wiring.wire(environ, where, "intercept", True))
+    assert printed[wiring.PREV + "HTTPS_PROXY"] == wiring.Ref("HTTPS_PROXY")
+    wired = wiring.apply(environ, wiring.wire(environ, where, "intercept", True))
+    restore = wiring.symbolic(wired, wiring.unwire(wired))
+    assert restore["HTTPS_PROXY"] == wiring.Ref(wiring.PREV + "HTTPS_PROXY")
+    for lines in (printed, restore):
+        assert secret not in repr(lines) and "opus" not in repr(lines)
