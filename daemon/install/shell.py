@@ -77,6 +77,7 @@ def guard_function(ctl: Sequence[str], shell: Dialect) -> list[str]:
     return [
         "function _ccmitm_up {  # does ccmitmd answer on its port? (builtins only)",
         '  if [ -n "${ZSH_VERSION:-}" ]; then',
+        "    local REPLY  # ztcp puts the connection's fd there; the user's REPLY stays",
         "    zmodload zsh/net/tcp 2>/dev/null || return 1",
         '    ztcp "$_CCMITM_HOST" "$_CCMITM_PORT" 2>/dev/null || return 1',
         '    ztcp -c "$REPLY"',
