@@ -15,6 +15,8 @@ import click
 from ccmitm import paths
 from ccmitm.cli.common import config_path, fail, load_config
 from ccmitm.cli.control import LaunchError, launch
+from ccmitm.config.errors import ConfigError
+from ccmitm.config.load import load
 from ccmitm.config.model import Config
 from ccmitm.install import shell as shell_text
 from ccmitm.install import wiring
@@ -223,6 +225,7 @@ def _start(ctx: click.Context, config: Config, base: dict[str, str], host: str, 
     except ServiceError:
         machine = None  # no service manager here: start it ourselves
     if machine is None or not machine.unit_path.exists():
+        _refuse_a_doomed_start(config_path(ctx))
         launch(config_path(ctx), config.socket_path(), timeout, env=base)
         how, output = "ccctl start", paths.state_home() / "ccmitmd.out"
         fix = "see " + str(output)
@@ -245,6 +248,25 @@ def _start(ctx: click.Context, config: Config, base: dict[str, str], host: str, 
             raise LaunchError(f"nothing answers on {host}:{port} after {timeout:g}s", [], output, fix)
         time.sleep(0.05)
     return how
+
+
+#: The daemon's fallback for an invalid config (supervisor/daemon.py's LAST_GOOD, in the state dir).
+_LAST_GOOD = "last-good-config.yaml"
+
+
+def _refuse_a_doomed_start(config_file: Path) -> None:
+    """An invalid config without a last good one makes ccmitmd exit at start (exit 2): say so now,
+    in a fraction of the time the daemon's own start would take."""
+    try:
+        load(config_file)
+    except ConfigError as exc:
+        if not (paths.state_home() / _LAST_GOOD).exists():
+            raise LaunchError(
+                "its config is invalid",
+                [exc.one_line()],
+                config_file,
+                "fix it (`ccctl config check`), then `ccctl start`",
+            ) from None
 
 
 def _exec(command: list[str], environ: dict[str, str]) -> None:

@@ -350,14 +350,18 @@ def test_run_when_the_daemon_cannot_start_says_why_in_one_line(make_daemon) -> N
     _set_when_down(daemon, "start")
     # Not a config: the daemon exits at start (there is no last good config to fall back to).
     daemon.config_path.write_text("proxy: [\n")
+    started = time.monotonic()
     result = daemon.ccctl("run", "--", *PRINT_PROXY, timeout=90)
+    elapsed = time.monotonic() - started
     assert result.returncode != 0 and result.stdout == ""
     # (ccctl itself first warns that the file is invalid, with the problem indented below.)
     lines = [
         line for line in result.stderr.splitlines() if line.startswith("ccctl: ") and "warning" not in line
     ]
     assert len(lines) == 1, result.stderr
-    assert "could not start" in lines[0] and "invalid config" in lines[0] and "ccctl start" in lines[0]
+    assert "could not start: its config is invalid" in lines[0] and "ccctl config check" in lines[0]
+    assert "invalid YAML" in lines[0] and "ccctl start" in lines[0]
+    assert elapsed < 2.0, f"the issue demands under 2 s; took {elapsed:.2f}s"
 
 
 def _installed_service(daemon: Daemon, tmp_path: Path, body: str) -> dict[str, str]:
