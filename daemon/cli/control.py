@@ -16,6 +16,7 @@ from ccmitm import paths
 from ccmitm.cli.common import config_path, daemon_call, echo_json, fail, load_config
 from ccmitm.control.client import is_running
 from ccmitm.control.protocol import StatusReply
+from ccmitm.install import wiring
 
 
 # --- status --------------------------------------------------------------------------------------
@@ -207,6 +208,8 @@ def start(ctx: click.Context, timeout: float) -> None:
         return
     try:
         click.echo(launch(config_path(ctx), socket_path, timeout))
+        # A first start makes the CA; a shell wired to the combined bundle needs it in there.
+        wiring.refresh_bundle(os.environ, wiring.Listener.of(config))
     except LaunchError as exc:
         fail(f"{exc}:\n" + "\n".join(exc.tail[-15:]) if exc.tail else f"{exc}; see {exc.output}")
 

@@ -27,13 +27,7 @@ POSIX_SHELLS = frozenset({"sh", "dash", "ash", "ksh", "mksh", "busybox"})
 
 
 def _listener(config: Config) -> wiring.Listener:
-    return wiring.Listener(
-        host=config.proxy.host,
-        port=config.proxy.port,
-        reverse_port=config.proxy.reverse_port,
-        ca_cert=Path(config.proxy.confdir) / "mitmproxy-ca-cert.pem",
-        state_dir=paths.state_home(),
-    )
+    return wiring.Listener.of(config)
 
 
 def _calling_shell() -> str:
@@ -164,8 +158,7 @@ def run(ctx: click.Context, reverse: bool, subagent: bool, command: tuple[str, .
     if wiring.is_wired(environ) and not reverse and not subagent and wiring.PORT in environ:
         wired = environ
         host, port = environ.get(wiring.HOST, listener.host), int(environ[wiring.PORT])
-        if environ.get(wiring.MODE, "intercept") == "intercept":
-            wiring.targets(wiring.original(environ), listener, "intercept", False)  # refresh the bundle
+        wiring.refresh_bundle(environ, listener)
     else:
         mode: wiring.Mode = "reverse" if reverse else "intercept"
         try:
@@ -210,9 +203,7 @@ def _when_down(
             f"{exc.fix} (or set wiring.when_down: stock)"
         )
     click.echo(f"ccctl: ccmitmd was not running; started it ({by_service})", err=True)
-    if wired.get("NODE_EXTRA_CA_CERTS") == str(listener.state_dir / wiring.BUNDLE_NAME):
-        # A first start has just made the CA: the combined bundle must include it.
-        wiring.targets(wiring.original(environ), listener, "intercept", False)
+    wiring.refresh_bundle(wired, listener)  # a first start has just made the CA
     return wired
 
 

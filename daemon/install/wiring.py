@@ -17,6 +17,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from ccmitm import paths
+from ccmitm.config.model import Config
 
 Mode = Literal["intercept", "reverse"]
 
@@ -41,6 +42,22 @@ class Listener:
     reverse_port: int | None
     ca_cert: Path
     state_dir: Path
+
+    @classmethod
+    def of(cls, config: Config) -> Listener:
+        return cls(
+            host=config.proxy.host,
+            port=config.proxy.port,
+            reverse_port=config.proxy.reverse_port,
+            ca_cert=Path(config.proxy.confdir) / "mitmproxy-ca-cert.pem",
+            state_dir=paths.state_home(),
+        )
+
+
+def refresh_bundle(environ: Mapping[str, str], listener: Listener) -> None:
+    """In a shell wired to the combined bundle, rebuild it (after a start that made the CA)."""
+    if is_wired(environ) and environ.get("NODE_EXTRA_CA_CERTS") == str(listener.state_dir / BUNDLE_NAME):
+        targets(original(environ), listener, "intercept", False)
 
 
 def is_wired(environ: Mapping[str, str]) -> bool:

@@ -405,3 +405,20 @@ def test_run_when_the_service_cannot_start_says_why_in_one_line(make_daemon, tmp
     assert "`systemctl --user start ccmitm.service` failed" in line and failed in line
     assert "ccctl service status" in line
     assert elapsed < 2.0, f"the issue demands under 2 s; took {elapsed:.2f}s"
+
+
+def test_a_first_start_puts_the_new_ca_into_the_combined_bundle(
+    make_daemon, tmp_path: Path, user_ca: tuple[Path, int]
+) -> None:
+    bundle_of_user, _ = user_ca
+    daemon = make_daemon(start=False)  # never started: there is no CA yet
+    env = shell_env(daemon, tmp_path, NODE_EXTRA_CA_CERTS=str(bundle_of_user))
+    combined = daemon.state_dir / "ca-bundle.pem"
+    try:
+        result = run_shell("bash", 'eval "$(ccctl env 2>/dev/null)"; ccctl start >/dev/null', env)
+        assert result.returncode == 0, result.stderr
+        assert daemon.ca_cert.exists()
+        assert daemon.ca_cert.read_text().strip() in combined.read_text()
+        assert bundle_of_user.read_text().strip() in combined.read_text()
+    finally:
+        daemon.ccctl("stop", timeout=60)
