@@ -10,10 +10,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ccmitm.testing.ports import free_port
-from tests.helpers import HAIKU, Daemon, post, wait_for
+from tests.helpers import CLIENT_API_KEY, HAIKU, Daemon, post, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -118,3 +119,25 @@ def test_without_upstream_proxy_nothing_goes_through_it(
 ) -> None:
     assert post(daemon, HAIKU).status_code == 200
     assert "CONNECT" not in _through(forward_proxy)
+
+
+def test_a_reload_re_points_even_a_kept_alive_connection(
+    daemon: Daemon, upstreams, forward_proxy: Tinyproxy
+) -> None:
+    """One client connection throughout: after the reload its next request must still go through
+    the new proxy (mitmproxy cannot re-point an open server connection; the Router replaces it)."""
+    _, zai = upstreams
+    body = {"model": HAIKU, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"x-api-key": CLIENT_API_KEY}
+    with httpx.Client(base_url=daemon.reverse_url, timeout=30) as client:
+        assert client.post("/v1/messages", json=body, headers=headers).status_code == 200
+        assert "CONNECT" not in _through(forward_proxy)
+        daemon.write_config(
+            {**daemon.config, "proxy": {**daemon.config["proxy"], "upstream_proxy": forward_proxy.url}}
+        )
+        assert daemon.ccctl("reload").returncode == 0
+        reply = client.post("/v1/messages", json=body, headers=headers)
+        assert reply.status_code == 200, reply.text
+    port = zai.url.rsplit(":", 1)[1].rstrip("/")
+    assert f"CONNECT 127.0.0.1:{port}" in _through(forward_proxy)
+    assert len(zai.messages()) == 2
