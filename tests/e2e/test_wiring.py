@@ -422,3 +422,14 @@ def test_a_first_start_puts_the_new_ca_into_the_combined_bundle(
         assert bundle_of_user.read_text().strip() in combined.read_text()
     finally:
         daemon.ccctl("stop", timeout=60)
+
+
+@pytest.mark.parametrize("name", ["zsh", "fish"])
+def test_plain_ccctl_env_speaks_the_calling_shell_not_shell(
+    name: str, daemon: Daemon, tmp_path: Path
+) -> None:
+    env = shell_env(daemon, tmp_path, SHELL="/bin/bash" if name == "fish" else "fish")
+    wire = "ccctl env 2>/dev/null | source" if name == "fish" else 'eval "$(ccctl env 2>/dev/null)"'
+    result = run_shell(name, f'{wire}; echo "wired $HTTPS_PROXY"', env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"wired {daemon.proxy_url}"
