@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,11 +33,18 @@ def _listener(config: Config) -> wiring.Listener:
 
 def _calling_shell() -> str:
     """The shell that runs this ccctl (`$(ccctl env)` in bash or zsh, `ccctl env | source` in fish):
-    our parent process where /proc says so, else the login shell ($SHELL), else bash."""
+    our parent process (from /proc, else ps), else the login shell ($SHELL), else bash."""
+    parent = os.getppid()
     try:
-        name = Path(f"/proc/{os.getppid()}/comm").read_text().strip()
-    except OSError:
-        name = ""
+        name = Path(f"/proc/{parent}/comm").read_text().strip()
+    except OSError:  # no /proc (macOS): ask ps; a login shell shows as "-zsh"
+        try:
+            done = subprocess.run(
+                ["ps", "-o", "comm=", "-p", str(parent)], capture_output=True, text=True, timeout=2
+            )
+            name = Path(done.stdout.strip().lstrip("-")).name
+        except (OSError, subprocess.SubprocessError):
+            name = ""
     if name in POSIX_SHELLS:
         return "bash"  # their syntax is bash's for everything env prints but the guard
     if name not in SHELLS:
