@@ -129,7 +129,7 @@ ccstock() {  # unwire: every variable the wiring set gets its previous value bac
   local _ccmitm_lines
   _ccmitm_lines="$(ccctl env --stock --shell "$(_ccmitm_shell)")" || return 1
   eval "$_ccmitm_lines"
-  echo "unwired: Claude Code talks to Anthropic directly"
+  echo "unwired: every variable the wiring set has its previous value again"
 }
 
 ccpause()  { ccctl pause; }
@@ -190,7 +190,7 @@ function ccstock --description 'unwire: every variable the wiring set gets its p
     # A pipe, not (command substitution): fish would not redirect the latter's stderr with ours.
     ccctl env --stock --shell fish | source
     test $pipestatus[1] -eq 0; or return 1
-    echo "unwired: Claude Code talks to Anthropic directly"
+    echo "unwired: every variable the wiring set has its previous value again"
 end
 
 function ccpause; ccctl pause; end

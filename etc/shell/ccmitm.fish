@@ -27,7 +27,7 @@ function ccstock --description 'unwire: every variable the wiring set gets its p
     # A pipe, not (command substitution): fish would not redirect the latter's stderr with ours.
     ccctl env --stock --shell fish | source
     test $pipestatus[1] -eq 0; or return 1
-    echo "unwired: Claude Code talks to Anthropic directly"
+    echo "unwired: every variable the wiring set has its previous value again"
 end
 
 function ccpause; ccctl pause; end

@@ -26,7 +26,7 @@ ccstock() {  # unwire: every variable the wiring set gets its previous value bac
   local _ccmitm_lines
   _ccmitm_lines="$(ccctl env --stock --shell "$(_ccmitm_shell)")" || return 1
   eval "$_ccmitm_lines"
-  echo "unwired: Claude Code talks to Anthropic directly"
+  echo "unwired: every variable the wiring set has its previous value again"
 }
 
 ccpause()  { ccctl pause; }
