@@ -433,3 +433,22 @@ def test_plain_ccctl_env_speaks_the_calling_shell_not_shell(
     result = run_shell(name, f'{wire}; echo "wired $HTTPS_PROXY"', env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"wired {daemon.proxy_url}"
+
+
+def test_two_calls_that_find_it_down_at_once_both_run(make_daemon) -> None:
+    daemon = make_daemon(start=False)
+    _set_when_down(daemon, "start")
+    command = [sys.executable, "-m", "ccmitm.cli", "run", "--", *PRINT_PROXY]
+    try:
+        calls = [
+            subprocess.Popen(
+                command, env=daemon.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            for _ in range(2)
+        ]
+        results = [call.communicate(timeout=90) for call in calls]
+        for call, (out, err) in zip(calls, results, strict=True):
+            assert call.returncode == 0, err
+            assert out.strip() == daemon.proxy_url
+    finally:
+        daemon.ccctl("stop", timeout=60)
