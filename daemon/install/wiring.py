@@ -9,6 +9,7 @@ unwiring unsets it). Wiring again on top keeps the first record: what "before" m
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -102,7 +103,10 @@ def _user_bundle(base: Mapping[str, str], listener: Listener) -> Path | None:
     if not value:
         return None
     path = Path(value)
-    if path == listener.ca_cert or not os.access(path, os.R_OK) or not path.is_file():
+    try:
+        if path == listener.ca_cert or not os.access(path, os.R_OK) or not path.is_file():
+            return None
+    except (OSError, ValueError):  # not a path this system can even look up
         return None
     return path
 
@@ -119,11 +123,11 @@ def targets(base: Mapping[str, str], listener: Listener, mode: Mode, subagent: b
         # traffic keeps going through the user's own proxy, if any.
         return {"ANTHROPIC_BASE_URL": paths.http_url(listener.host, listener.reverse_port), **extra}
     user_bundle = _user_bundle(base, listener)
-    ca = (
-        combined_bundle(user_bundle, listener.ca_cert, listener.state_dir)
-        if user_bundle
-        else listener.ca_cert
-    )
+    ca = listener.ca_cert
+    if user_bundle is not None:
+        # Gone or unreadable since the check: wire with ccmitm's CA alone.
+        with contextlib.suppress(OSError):
+            ca = combined_bundle(user_bundle, listener.ca_cert, listener.state_dir)
     return {
         "HTTPS_PROXY": paths.http_url(listener.host, listener.port),
         "NODE_EXTRA_CA_CERTS": str(ca),
