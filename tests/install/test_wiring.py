@@ -3,14 +3,18 @@ it held; the record of "before" survives re-wiring; the combined bundle and the 
 
 from __future__ import annotations
 
+import json
+import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ccmitm.install import wiring
+from ccmitm.install import shell, wiring
 
 NAMES = ["HTTPS_PROXY", "NODE_EXTRA_CA_CERTS", "ANTHROPIC_BASE_URL", *wiring.SUBAGENT_VARIABLES, "OTHER"]
 
@@ -109,3 +113,38 @@ def test_the_printed_lines_never_hold_a_value_of_the_users(tmp_path: Path) -> No
     assert restore["HTTPS_PROXY"] == wiring.Ref(wiring.PREV + "HTTPS_PROXY")
     for lines in (printed, restore):
         assert secret not in repr(lines) and "opus" not in repr(lines)
+
+
+values = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=10)
+shell_environments = st.dictionaries(st.sampled_from(NAMES), values, max_size=len(NAMES))
+
+
+@pytest.mark.parametrize("name", ["bash", "zsh", "fish"])
+@settings(max_examples=25, deadline=None)
+@given(environ=shell_environments, wirings=steps)
+def test_the_printed_lines_do_the_same_in_a_real_shell(
+    tmp_path_factory, name: str, environ: dict[str, str], wirings
+) -> None:
+    """What the shell makes of the printed lines (references included) is what the model says."""
+    binary = shutil.which(name)
+    if binary is None:
+        pytest.skip(f"{name} is not installed (.ci/run installs it)")
+    dialect: shell.Dialect = "fish" if name == "fish" else "sh"
+    where = listener(tmp_path_factory.mktemp("w"))
+    current, lines = dict(environ), []
+    for mode, subagent in wirings:
+        changes = wiring.wire(current, where, mode, subagent)
+        lines += shell.assignments(wiring.symbolic(current, changes), dialect)
+        current = wiring.apply(current, changes)
+    lines += shell.assignments(wiring.symbolic(current, wiring.unwire(current)), dialect)
+    dump = f"{sys.executable} -c 'import os,json;print(json.dumps(dict(os.environ)))'"
+    result = subprocess.run(
+        [binary, "-c", "\n".join([*lines, dump])],
+        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", **environ},  # fish reads bytes by locale
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert {k: v for k, v in seen.items() if k in NAMES or k.startswith("_CCMITM_")} == environ
