@@ -163,7 +163,7 @@ def run(ctx: click.Context, reverse: bool, subagent: bool, command: tuple[str, .
     config = load_config(ctx)
     listener = _listener(config)
     environ = dict(os.environ)
-    if wiring.is_wired(environ) and not reverse and not subagent and wiring.PORT in environ:
+    if wiring.is_wired(environ) and not reverse and not subagent and environ.get(wiring.PORT, "").isdigit():
         wired = environ
         host, port = environ.get(wiring.HOST, listener.host), int(environ[wiring.PORT])
         wiring.refresh_bundle(environ, listener)
