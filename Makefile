@@ -55,9 +55,11 @@ bundle: install ## write a review bundle (dir + .tgz) into bundle.dir now
 bench: install ## benchmark ccmitmd vs bare mitmproxy vs direct; rewrites docs/PERFORMANCE.md + docs/performance.json (not a test)
 	$(BIN)/python tests/bench/bench_proxy.py
 
-docs: install ## regenerate docs/CONFIG.md, etc/config.yaml (from the config schema) and logrotate/ccmitm (a test checks all three are current)
+docs: install ## regenerate docs/CONFIG.md, etc/config.yaml, etc/shell/* and logrotate/ccmitm from their sources (tests check they are current)
 	$(BIN)/python -m ccmitm.config.doc > docs/CONFIG.md
 	$(BIN)/python -m ccmitm.config.doc --example > etc/config.yaml
+	$(BIN)/python -m ccmitm.cli shell init bash > etc/shell/ccmitm.sh
+	$(BIN)/python -m ccmitm.cli shell init fish > etc/shell/ccmitm.fish
 	$(BIN)/ccctl logrotate --repository-copy > logrotate/ccmitm
 
 lint: install ## ruff (style) and mypy (types: the control protocol's replies are TypedDicts)

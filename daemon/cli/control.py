@@ -1,5 +1,5 @@
 """ccctl commands that steer a running daemon: status, pause, resume, reload, config show, rotate,
-reopen-logs, start, stop; and `env`, which wires a shell to the proxy."""
+reopen-logs, start, stop. (Wiring a shell, `env` and `run`, is in wiring.py.)"""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from ccmitm import paths
 from ccmitm.cli.common import config_path, daemon_call, echo_json, fail, load_config
 from ccmitm.control.client import is_running
 from ccmitm.control.protocol import StatusReply
+from ccmitm.install import wiring
 
 
 # --- status --------------------------------------------------------------------------------------
@@ -165,6 +166,53 @@ def reopen_logs(ctx: click.Context) -> None:
 
 
 # --- start / stop --------------------------------------------------------------------------------
+def launch(config_file: Path, socket_path: Path, timeout: float, env: dict[str, str] | None = None) -> str:
+    """Start ccmitmd in the background and wait until it answers; what happened, in one line.
+    Raises :class:`LaunchError` (one line: the cause) when it exits at start or does not answer."""
+    state_dir = paths.ensure_private_dir(paths.state_home())
+    output = state_dir / "ccmitmd.out"
+    offset = output.stat().st_size if output.exists() else 0
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    command = [sys.executable, "-m", "ccmitm.supervisor", "--config", str(config_file)]
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=fd,
+        stderr=fd,
+        start_new_session=True,
+        close_fds=True,
+        env=env,
+    )
+    os.close(fd)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            with open(output, "rb") as handle:
+                handle.seek(offset)
+                tail = handle.read().decode(errors="replace").strip().splitlines()
+            raise LaunchError("ccmitmd exited at start", tail, output)
+        if is_running(socket_path):
+            return f"ccmitmd started (pid {process.pid}); output in {output}"
+        time.sleep(0.05)
+    raise LaunchError(f"ccmitmd did not answer within {timeout:g}s", [], output)
+
+
+class LaunchError(Exception):
+    def __init__(
+        self, message: str, tail: list[str], output: Path, fix: str = "fix that, then `ccctl start`"
+    ) -> None:
+        super().__init__(message)
+        self.tail, self.output, self.fix = tail, output, fix
+
+    def cause(self) -> str:
+        """The daemon's own error line (the first it printed; the last one of a traceback), else
+        where its output is."""
+        lines = [line.strip() for line in self.tail if line.strip()]
+        if not lines:
+            return f"see {self.output}"
+        return lines[-1] if any(line.startswith("Traceback") for line in lines) else lines[0]
+
+
 @click.command()
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait until it listens.")
 @click.pass_context
@@ -175,24 +223,12 @@ def start(ctx: click.Context, timeout: float) -> None:
     if is_running(socket_path):
         click.echo("ccmitmd is already running")
         return
-    state_dir = paths.ensure_private_dir(paths.state_home())
-    output = state_dir / "ccmitmd.out"
-    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    command = [sys.executable, "-m", "ccmitm.supervisor", "--config", str(config_path(ctx))]
-    process = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True, close_fds=True
-    )
-    os.close(fd)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = output.read_text(errors="replace").splitlines()[-15:]
-            fail("ccmitmd exited at start:\n" + "\n".join(tail))
-        if is_running(socket_path):
-            click.echo(f"ccmitmd started (pid {process.pid}); output in {output}")
-            return
-        time.sleep(0.1)
-    fail(f"ccmitmd did not answer within {timeout:g}s; see {output}")
+    try:
+        click.echo(launch(config_path(ctx), socket_path, timeout))
+        # A first start makes the CA; a shell wired to the combined bundle needs it in there.
+        wiring.refresh_bundle(os.environ, wiring.Listener.of(config))
+    except LaunchError as exc:
+        fail(f"{exc}:\n" + "\n".join(exc.tail[-15:]) if exc.tail else f"{exc}; see {exc.output}")
 
 
 @click.command()
@@ -200,6 +236,9 @@ def start(ctx: click.Context, timeout: float) -> None:
 @click.pass_context
 def stop(ctx: click.Context, timeout: float) -> None:
     """Stop the daemon (SIGTERM: in-flight streams drain first) and wait until it is gone."""
+    if not is_running(load_config(ctx).socket_path()):
+        click.echo("ccmitmd is not running; nothing to stop")
+        return
     pid = daemon_call(ctx, "status")["pid"]
     os.kill(pid, signal.SIGTERM)
     pid_file = paths.state_home() / "ccmitmd.pid"
@@ -219,107 +258,4 @@ def stop(ctx: click.Context, timeout: float) -> None:
     click.echo(f"ccmitmd (pid {pid}) stopped")
 
 
-# --- shell wiring --------------------------------------------------------------------------------
-WIRED_VARIABLES = ("HTTPS_PROXY", "NODE_EXTRA_CA_CERTS", "ANTHROPIC_BASE_URL")
-#: Set by --subagent: subagents without a model of their own use Haiku (so they are offloaded), and
-#: Claude Code sends its request-class headers (x-claude-code-request-class and -agent-type) to a
-#: custom ANTHROPIC_BASE_URL too (2.1.x sends them to api.anthropic.com, i.e. through the
-#: intercepting listener, by itself), which status and summarize count.
-SUBAGENT_VARIABLES = {"CLAUDE_CODE_SUBAGENT_MODEL": "haiku", "CLAUDE_CODE_GATEWAY_HINT_HEADERS": "1"}
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "'\"'\"'") + "'"
-
-
-def shell_lines(shell: str, variables: dict[str, str | None]) -> list[str]:
-    """Set (value) or unset (None) each variable in the given shell's syntax."""
-    lines = []
-    for name, value in variables.items():
-        if shell == "fish":
-            lines.append(f"set -e {name}" if value is None else f"set -gx {name} {_quote(value)}")
-        else:
-            lines.append(f"unset {name}" if value is None else f"export {name}={_quote(value)}")
-    return lines
-
-
-def env_lines(
-    shell: str,
-    host: str,
-    port: int,
-    reverse_port: int | None,
-    ca_cert: Path,
-    mode: str,
-    subagent: bool = False,
-) -> list[str]:
-    extra: dict[str, str | None] = dict(SUBAGENT_VARIABLES) if subagent else {}
-    if mode == "stock":
-        return shell_lines(shell, dict.fromkeys((*WIRED_VARIABLES, *SUBAGENT_VARIABLES)))
-    if mode == "reverse":
-        if reverse_port is None:
-            raise click.UsageError("the reverse listener is off (proxy.reverse_port: null)")
-        return shell_lines(
-            shell,
-            {
-                "HTTPS_PROXY": None,
-                "NODE_EXTRA_CA_CERTS": None,
-                "ANTHROPIC_BASE_URL": paths.http_url(host, reverse_port),
-                **extra,
-            },
-        )
-    lines = shell_lines(
-        shell,
-        {
-            "HTTPS_PROXY": paths.http_url(host, port),
-            "NODE_EXTRA_CA_CERTS": str(ca_cert),
-            "ANTHROPIC_BASE_URL": None,
-            **extra,
-        },
-    )
-    if reverse_port is not None:
-        reverse_url = paths.http_url(host, reverse_port)
-        lines.append(
-            f'# or reverse mode instead: eval "$(ccctl env --reverse)"  (ANTHROPIC_BASE_URL={reverse_url})'
-        )
-    return lines
-
-
-@click.command()
-@click.option("--shell", "shell", type=click.Choice(["bash", "zsh", "fish"]), help="Default: from $SHELL.")
-@click.option(
-    "--reverse", "mode", flag_value="reverse", help="Reverse mode: ANTHROPIC_BASE_URL instead of a proxy."
-)
-@click.option("--stock", "mode", flag_value="stock", help="Unwire: plain Anthropic, no proxy.")
-@click.option(
-    "--subagent",
-    is_flag=True,
-    help="Also CLAUDE_CODE_SUBAGENT_MODEL=haiku (subagents run on Haiku, i.e. offloaded) and "
-    "CLAUDE_CODE_GATEWAY_HINT_HEADERS=1 (Claude Code marks subagent vs main-loop calls).",
-)
-@click.pass_context
-def env(ctx: click.Context, shell: str | None, mode: str | None, subagent: bool) -> None:
-    """Print shell lines that wire Claude Code to the proxy: eval "$(ccctl env)"."""
-    if subagent and mode == "stock":
-        raise click.UsageError(
-            "--subagent wires a shell; --stock unwires it (and unsets the subagent variables)"
-        )
-    config = load_config(ctx)
-    shell = shell or Path(os.environ.get("SHELL", "bash")).name
-    if shell not in ("bash", "zsh", "fish"):
-        shell = "bash"
-    ca_cert = Path(config.proxy.confdir) / "mitmproxy-ca-cert.pem"
-    if mode in (None, "intercept") and not ca_cert.exists():
-        click.echo(f"# warning: {ca_cert} does not exist yet; start ccmitmd once to create it", err=True)
-    for line in env_lines(
-        shell,
-        config.proxy.host,
-        config.proxy.port,
-        config.proxy.reverse_port,
-        ca_cert,
-        mode or "intercept",
-        subagent,
-    ):
-        click.echo(line)
-
-
-COMMANDS = [status, pause, resume, reload, rotate, reopen_logs, start, stop, env]
+COMMANDS = [status, pause, resume, reload, rotate, reopen_logs, start, stop]

@@ -16,6 +16,7 @@ from ccmitm.cli.logrotate import logrotate
 from ccmitm.cli.report import bundle, summarize, verify
 from ccmitm.cli.service import service
 from ccmitm.cli.top import top
+from ccmitm.cli.wiring import COMMANDS as WIRING_COMMANDS
 from ccmitm.cli.workflow import COMMANDS as WORKFLOW_COMMANDS
 
 
@@ -33,19 +34,9 @@ def main(ctx: click.Context, config_option: str | None) -> None:
     ctx.obj = {"config_option": config_option}
 
 
-for _command in (
-    config,
-    service,
-    summarize,
-    verify,
-    bundle,
-    top,
-    logrotate,
-    *CONTROL_COMMANDS,
-    *WORKFLOW_COMMANDS,
-):
+_GROUPS = (config, service, summarize, verify, bundle, top, logrotate, completion)
+for _command in (*_GROUPS, *CONTROL_COMMANDS, *WIRING_COMMANDS, *WORKFLOW_COMMANDS):
     main.add_command(_command)
-main.add_command(completion)  # apart from the loop: other groups get added there
 
 
 if __name__ == "__main__":  # pragma: no cover

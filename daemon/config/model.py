@@ -92,6 +92,12 @@ class ProxyConfig(_Strict):
         ge=1024,
         description="Larger request bodies are answered with an Anthropic-shaped 413.",
     )
+    upstream_proxy: str | None = Field(
+        None,
+        description="An HTTP forward proxy ccmitmd reaches its lanes through (e.g. a corporate "
+        "`http://proxy.example:3128`, the `HTTPS_PROXY` you had before wiring); `null` = direct.",
+        examples=["http://proxy.example:3128"],
+    )
 
     @field_validator("host")
     @classmethod
@@ -105,6 +111,24 @@ class ProxyConfig(_Strict):
         if not address.is_loopback:
             raise ValueError(f"{value} is not a loopback address; ccmitm listens on loopback only")
         return value
+
+    @field_validator("upstream_proxy")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r}: use http://host:port (or https://host:port)")
+        if parts.username or parts.password:
+            raise ValueError("proxy credentials in the URL are not supported (they would sit in the config)")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(f"{value!r}: a proxy URL is just scheme://host:port")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError as exc:
+            raise ValueError(f"{value!r}: {exc}") from None
+        return value.rstrip("/")
 
     @field_validator("intercept_hosts")
     @classmethod
@@ -313,6 +337,21 @@ class ControlConfig(_Strict):
     )
 
 
+class WiringConfig(_Strict):
+    when_down: Literal["start", "stock", "fail"] = Field(
+        "start",
+        description="What a wired shell's `claude` (and `ccctl run`) does when ccmitmd does not answer: "
+        "`start` it (the service if installed, else `ccctl start`), run that call `stock` (a warning on "
+        "stderr), or `fail` with the fix.",
+    )
+    start_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        le=300,
+        description="With `when_down: start`: seconds to wait until the started daemon listens.",
+    )
+
+
 class Config(_Strict):
     proxy: ProxyConfig = Field(
         default_factory=ProxyConfig, description="The two listeners, the CA and the limits of the data path."
@@ -343,6 +382,10 @@ class Config(_Strict):
     )
     control: ControlConfig = Field(
         default_factory=ControlConfig, description="The control socket `ccctl` talks to."
+    )
+    wiring: WiringConfig = Field(
+        default_factory=WiringConfig,
+        description="Wired shells (`ccctl env`, `ccsub`) and `ccctl run`: what happens when ccmitmd is down.",
     )
 
     @property

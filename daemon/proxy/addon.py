@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from mitmproxy import http
+from mitmproxy import connection, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from ccmitm.core.breaker import AUTH, RATE_LIMIT, SERVER, is_breaker_failure
@@ -50,6 +50,21 @@ BUFFERED_REPLY_BYTES = 1024 * 1024
 _STRIPPED_ON_KEYED_LANES = frozenset(
     name.encode() for name in CLIENT_CREDENTIAL_HEADERS + DROPPED_ON_KEYED_LANES
 )
+
+
+def _via(flow: http.HTTPFlow, spec: tuple[str, tuple[str, int]] | None) -> None:
+    """Send this request's upstream connection through proxy.upstream_proxy (or directly if None).
+
+    Per request, not mitmproxy's `upstream` mode: routing picks the destination per request, and
+    mitmproxy opens (or reuses) a connection for the request's host, port and `via` together. A
+    server connection that is already open cannot be re-pointed, so it is replaced by a new one
+    (mitmproxy's own change_upstream_proxy example does the same)."""
+    server = flow.server_conn
+    if server.via == spec:
+        return
+    if server.timestamp_start is not None:
+        flow.server_conn = connection.Server(address=server.address)
+    flow.server_conn.via = spec  # type: ignore[assignment]
 
 
 def _listener(flow: http.HTTPFlow) -> str:
@@ -235,6 +250,7 @@ class Router:
                 state.thinking_stripped = stripped.blocks
                 request.content = _serialise(body)
         self._rewrite(request, lane, route, body)
+        _via(flow, snapshot.upstream_proxy)
         flow.metadata[FLOW_KEY] = state
         self.in_flight += 1
 
@@ -312,7 +328,9 @@ class Router:
         error: str | None = None
         response: http.Response | None = None
         try:
-            response = await self.failover_client.send(original, default, self._read_timeout())
+            response = await self.failover_client.send(
+                original, default, self._read_timeout(), self.runtime.active.config.proxy.upstream_proxy
+            )
         except Exception as exc:
             error = clean_text(f"failover to {default.name} failed: {type(exc).__name__}: {exc}")
             log.warning("%s", error)

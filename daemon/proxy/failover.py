@@ -43,15 +43,23 @@ class DefaultLaneClient:
     def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
+        self._proxy: str | None = None
 
-    async def send(self, original: http.Request, lane: LaneEndpoint, timeout_s: float) -> http.Response:
+    async def send(
+        self, original: http.Request, lane: LaneEndpoint, timeout_s: float, proxy: str | None = None
+    ) -> http.Response:
+        """The call, whole, on ``lane``; through ``proxy`` (proxy.upstream_proxy) when given."""
         if lane.keyed:
             raise ValueError("failover only goes to a pass-through lane")
+        if self._client is not None and self._proxy != proxy:
+            await self.close()  # proxy.upstream_proxy changed by a reload: a client is per proxy
         if self._client is None:
-            # trust_env=False: an HTTPS_PROXY in the daemon's environment could point back at us.
+            # trust_env=False: an HTTPS_PROXY in the daemon's environment could point back at us;
+            # the one proxy it uses is the configured one.
             self._client = httpx.AsyncClient(
-                trust_env=False, follow_redirects=False, transport=self._transport
+                trust_env=False, follow_redirects=False, transport=self._transport, proxy=proxy
             )
+            self._proxy = proxy
         headers = [
             (name, value)
             for name, value in original.headers.items(multi=True)

@@ -91,6 +91,16 @@ class Snapshot:
         return self.loaded.config
 
     @cached_property
+    def upstream_proxy(self) -> tuple[str, tuple[str, int]] | None:
+        """proxy.upstream_proxy as mitmproxy's server spec (scheme, (host, port)), or None."""
+        url = self.config.proxy.upstream_proxy
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        default_port = 443 if parts.scheme == "https" else 80
+        return parts.scheme, (parts.hostname or "", parts.port or default_port)
+
+    @cached_property
     def unavailable(self) -> frozenset[str]:
         return frozenset(name for name, lane in self.lanes.items() if not lane.available)
 

@@ -53,7 +53,17 @@ def test_every_key_of_the_model_is_documented_and_nothing_else() -> None:
     assert {key.path for key in configdoc.walk()} == paths
     assert all(key.description for key in configdoc.walk())
     text = CONFIG_MD.read_text()
-    for path in paths - {"proxy", "routing", "lanes", "breaker", "logs", "bundle", "pricing", "control"}:
+    for path in paths - {
+        "proxy",
+        "routing",
+        "lanes",
+        "breaker",
+        "logs",
+        "bundle",
+        "pricing",
+        "control",
+        "wiring",
+    }:
         assert f"| `{path}` |" in text, path
 
 
