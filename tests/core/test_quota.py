@@ -45,7 +45,9 @@ def test_tokens_limit_wins_over_an_untyped_entry_and_time_limits_are_ignored() -
 
 
 def test_percentages_are_clamped() -> None:
-    reading = parse_limits({"data": {"limits": [{"unit": 3, "percentage": 140}, {"unit": 6, "percentage": -3}]}})
+    reading = parse_limits(
+        {"data": {"limits": [{"unit": 3, "percentage": 140}, {"unit": 6, "percentage": -3}]}}
+    )
     assert reading is not None and reading.five_hour and reading.week
     assert (reading.five_hour.percent, reading.week.percent) == (100, 0)
 
