@@ -263,7 +263,6 @@ def _builtin_lanes() -> dict[str, LaneConfig]:
             url="https://api.z.ai/api/anthropic",
             api_key_env="ZAI_API_KEY",
             header_mode="x-api-key",
-            provider="zai",
         ),
     }
 
