@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
+from ccmitm.cli.main import main
 from ccmitm.config.errors import ConfigError
-from ccmitm.config.load import validate
+from ccmitm.config.load import read_file, validate
 from ccmitm.config.presets import PRESETS, detect_provider
 from tests.helpers import REPO_ROOT
 
@@ -111,3 +115,30 @@ def test_config_md_documents_the_presets_and_provider() -> None:
         assert f"`{preset}`" in text
     for entry in PRESETS.values():
         assert entry["url"] in text
+
+
+@pytest.mark.parametrize(
+    ("preset", "url"),
+    [("zai", "https://api.z.ai/api/anthropic"), ("zai-cn", "https://open.bigmodel.cn/api/anthropic")],
+)
+def test_config_init_with_a_preset_writes_a_valid_example_using_it(
+    tmp_path: Path, preset: str, url: str
+) -> None:
+    path = tmp_path / "config.yaml"
+    result = CliRunner().invoke(main, ["--config", str(path), "config", "init", "--preset", preset])
+    assert result.exit_code == 0, result.output
+    text = path.read_text(encoding="utf-8")
+    assert f"    preset: {preset}\n" in text
+    assert "api.z.ai/api/anthropic\n" not in text.split("  zai:\n", 1)[1].split("\n#", 1)[0]
+    config = read_file(path)
+    lane = config.lanes["zai"]
+    assert (lane.preset, lane.url, lane.api_key_env) == (preset, url, "ZAI_API_KEY")
+    assert lane.effective_header_mode == "x-api-key" and lane.effective_provider == "zai"
+    # Everything else is the example as without the preset.
+    assert config.model_dump(exclude={"lanes"}) == validate({}).model_dump(exclude={"lanes"})
+
+
+def test_config_init_refuses_an_unknown_preset(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    result = CliRunner().invoke(main, ["--config", str(path), "config", "init", "--preset", "zia"])
+    assert result.exit_code != 0 and not path.exists()
