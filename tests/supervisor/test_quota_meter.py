@@ -175,3 +175,24 @@ def test_an_unreachable_meter_is_unknown(fakes: tuple[FakeUpstream, FakeUpstream
     run_ticks(meter, clock, [1000.0, 1000.0 + FIRST_POLL_S])
     status = meter.status("zai")
     assert status is not None and status["state"] == "unknown" and status["checked_at"]
+
+
+def test_the_meter_goes_through_proxy_upstream_proxy(fakes: tuple[FakeUpstream, FakeUpstream]) -> None:
+    anthropic, zai = fakes
+    forward = FakeUpstream("forward-proxy").start()  # records the absolute-form request a proxy gets
+    try:
+        raw = {
+            "proxy": {"upstream_proxy": forward.url},
+            "lanes": {
+                "anthropic": {"url": anthropic.url},
+                "zai": {"url": zai.url + "/api/anthropic", "api_key_env": "ZAI_API_KEY", "provider": "zai"},
+            },
+        }
+        loaded = LoadedConfig(validate(raw), "<test>", datetime.now(UTC))
+        clock = Clock()
+        meter = QuotaMeter(Runtime(Snapshot.build(loaded, {"ZAI_API_KEY": ZAI_KEY})), clock=clock)
+        run_ticks(meter, clock, [1000.0, 1000.0 + FIRST_POLL_S])
+        assert [r.path for r in forward.received] == [zai.url + "/api/monitor/usage/quota/limit"]
+        assert zai.received == []  # it did not go direct
+    finally:
+        forward.stop()
