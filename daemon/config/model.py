@@ -176,7 +176,8 @@ class LaneConfig(_Strict):
     """One upstream. Without a key setting it is pass-through: the client's credentials go as sent."""
 
     url: str = Field(
-        description="Base URL, http or https; its path prefix is kept (`<url>/v1/messages`).",
+        description="Base URL, http or https; its path prefix is kept (`<url>/v1/messages`); "
+        "a `preset` fills it in.",
         examples=["https://api.z.ai/api/anthropic"],
     )
     api_key_env: str | None = Field(
