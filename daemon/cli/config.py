@@ -10,6 +10,7 @@ import click
 
 from ccmitm.cli.common import config_path, echo_json, fail, load_config
 from ccmitm.cli.completion import complete_config_key
+from ccmitm.config.presets import PRESETS
 from ccmitm.control.client import DaemonNotRunning, call
 from ccmitm.control.protocol import ControlError
 
@@ -126,10 +127,33 @@ def _from_file(ctx: click.Context) -> dict[str, Any]:
     }
 
 
+def example_with_preset(example: str, preset: str) -> str:
+    """The example config with its ``zai`` lane written as ``preset: NAME`` (the preset fills in
+    the URL, key variable, header mode and provider; spelled out, they would win over it)."""
+    lines = example.splitlines(keepends=True)
+    start = lines.index("  zai:\n")
+    end = start + 1
+    while end < len(lines) and lines[end].startswith("    "):
+        end += 1
+    block = [
+        "  zai:\n",
+        "    # A preset fills in url, api_key_env (ZAI_API_KEY), header_mode and provider; keys set\n",
+        "    # here win over it. `zai` = https://api.z.ai, `zai-cn` = https://open.bigmodel.cn.\n",
+        f"    preset: {preset}\n",
+    ]
+    return "".join(lines[:start] + block + lines[end:])
+
+
 @config.command("init")
 @click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+@click.option(
+    "--preset",
+    type=click.Choice(sorted(PRESETS)),
+    default=None,
+    help="Write the `zai` lane as this preset (`zai-cn`: Z.AI's mainland China endpoint).",
+)
 @click.pass_context
-def config_init(ctx: click.Context, force: bool) -> None:
+def config_init(ctx: click.Context, force: bool, preset: str | None) -> None:
     """Write the commented example config to the config path (0600); never over a file without --force.
 
     The example is rendered from the schema, so a pip or pipx install gets the same file a clone
@@ -143,6 +167,9 @@ def config_init(ctx: click.Context, force: bool) -> None:
     # A new config dir is private (the service's env file with lane keys lives there too); an
     # existing one is left as it is: --config may point into a dir that is not ccmitm's.
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    paths.write_atomic(path, render_example().encode(), 0o600)
+    text = render_example()
+    if preset is not None:
+        text = example_with_preset(text, preset)
+    paths.write_atomic(path, text.encode(), 0o600)
     click.echo(f"wrote {path} (the commented defaults; edit it or use `ccctl config set KEY VALUE`)")
     click.echo(f"next: `ccctl config check {path}`, then `ccctl service install` (or `ccctl start`)")

@@ -16,7 +16,7 @@ import click
 from ccmitm import paths
 from ccmitm.cli.common import config_path, daemon_call, echo_json, fail, load_config
 from ccmitm.control.client import is_running
-from ccmitm.control.protocol import StatusReply
+from ccmitm.control.protocol import LaneQuota, QuotaWindow, StatusReply
 from ccmitm.install import wiring
 
 
@@ -30,6 +30,38 @@ def _duration(seconds: float) -> str:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}ms"
+
+
+def _local_time(text: str | None, now: datetime | None = None) -> str | None:
+    """A UTC ISO time as local time: "17:15" today, "Mon 09:00" on another day."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text).astimezone()
+    except ValueError:
+        return None
+    now = now or datetime.now().astimezone()
+    return moment.strftime("%H:%M" if moment.date() == now.date() else "%a %H:%M")
+
+
+def format_quota(quota: LaneQuota | None, now: datetime | None = None) -> str | None:
+    """A Z.AI lane's meter in one phrase: "5h 37% (resets 17:15), week 12% (resets Mon 09:00)";
+    "unknown" when it was not read or failed; None when the lane has no meter."""
+    if quota is None:
+        return None
+    if quota.get("state") != "ok":
+        return "unknown"
+
+    def window(label: str, value: QuotaWindow | None) -> str | None:
+        if value is None:
+            return None
+        percent = value.get("percent")
+        text = f"{label} {percent:.0f}%" if percent is not None else f"{label} ?%"
+        resets = _local_time(value.get("resets_at"), now)
+        return text + (f" (resets {resets})" if resets else "")
+
+    parts = [p for p in (window("5h", quota.get("five_hour")), window("week", quota.get("week"))) if p]
+    return ", ".join(parts) or "unknown"
 
 
 def format_status(status: StatusReply) -> str:
@@ -82,6 +114,9 @@ def format_status(status: StatusReply) -> str:
                 f"  {'':<10} tokens: {tokens.get('input_tokens', 0)} in, "
                 f"{tokens.get('output_tokens', 0)} out, {tokens.get('cache_read_input_tokens', 0)} cache read"
             )
+        quota = format_quota(lane.get("quota"))
+        if quota:
+            lines.append(f"  {'':<10} quota: {quota}")
         classes = lane["by_request_class"]
         if classes:
             lines.append(f"  {'':<10} by request class: " + ", ".join(f"{k} {v}" for k, v in classes.items()))

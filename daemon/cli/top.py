@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ccmitm.cli.common import load_config
+from ccmitm.cli.control import format_quota
 from ccmitm.control.client import status as read_status
 from ccmitm.control.protocol import ControlError, LaneStatus, StatusReply, TokenCounts
 
@@ -111,8 +112,14 @@ def render(status: StatusReply, previous: StatusReply | None = None, live: bool 
             _count(tokens["output_tokens"]),
             _count(tokens["cache_read_input_tokens"]),
         )
+    # A Z.AI lane's quota meter, a line each under the table (a column would squeeze on 80 columns).
+    quotas = [
+        Text(f"{name} quota: {text}")
+        for name, lane in status["lanes"].items()
+        if (text := format_quota(lane.get("quota")))
+    ]
     footer = Text(f"{status['now']}" + ("   q or Ctrl-C quits" if live else ""), style="dim")
-    return Group(header, table, footer)
+    return Group(header, table, *quotas, footer)
 
 
 def render_down(socket_path: Path, reason: str, live: bool = True) -> RenderableType:

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from ccmitm.config.errors import ConfigError, Problem
 from ccmitm.config.model import Config, builtin_defaults
+from ccmitm.config.presets import apply_presets, fill_rule_models
 
 BUILTIN_SOURCE = "built-in defaults"
 
@@ -114,7 +115,9 @@ def validate(raw: Any, source: str = "<config>") -> Config:
         raw = {}
     if not isinstance(raw, Mapping):
         raise ConfigError(source, [Problem("", "the top level must be a mapping of sections")])
-    merged = deep_merge(builtin_defaults(), raw)
+    # Presets expand in the user's own data (so they override the built-in lane, never the user),
+    # then rules to a preset lane without a model get the preset's Haiku model.
+    merged = fill_rule_models(deep_merge(builtin_defaults(), apply_presets(raw)))
     problems: list[Problem] = []
     config: Config | None = None
     try:

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from ccmitm import paths
+from ccmitm.config.presets import PresetName, Provider, detect_provider
 
 HeaderMode = Literal["x-api-key", "authorization"]
 
@@ -175,7 +176,8 @@ class LaneConfig(_Strict):
     """One upstream. Without a key setting it is pass-through: the client's credentials go as sent."""
 
     url: str = Field(
-        description="Base URL, http or https; its path prefix is kept (`<url>/v1/messages`).",
+        description="Base URL, http or https; its path prefix is kept (`<url>/v1/messages`); "
+        "a `preset` fills it in.",
         examples=["https://api.z.ai/api/anthropic"],
     )
     api_key_env: str | None = Field(
@@ -190,6 +192,27 @@ class LaneConfig(_Strict):
         None,
         description="How a keyed lane's key is sent: `x-api-key`, or `authorization` (Bearer); "
         "`null` = `x-api-key`.",
+    )
+    preset: PresetName | None = Field(
+        None,
+        description="Fill in a known upstream: `zai` (https://api.z.ai/api/anthropic) or `zai-cn` "
+        "(https://open.bigmodel.cn/api/anthropic) set `url`, `api_key_env: ZAI_API_KEY` (unless a key "
+        "source is set), `header_mode: x-api-key` and `provider: zai`, and a rule to this lane without a "
+        "`model` key rewrites to `glm-4.5-air`. Keys you set yourself win over the preset.",
+        examples=["zai-cn"],
+    )
+    provider: Provider | None = Field(
+        None,
+        description="Who runs this upstream: `anthropic` or `zai` (Z.AI: enables the quota meter); "
+        "`null` = detected from the URL (a z.ai or bigmodel.cn host is `zai`).",
+    )
+    quota_poll_s: float | None = Field(
+        300.0,
+        ge=0.5,
+        le=86400,
+        description="For a `zai` lane with a key: seconds between quota meter polls "
+        "(`GET <origin>/api/monitor/usage/quota/limit`), made in the background only while the lane "
+        "carried traffic in the last hour (and once soon after start); `null` = no meter.",
     )
 
     @field_validator("url")
@@ -228,12 +251,19 @@ class LaneConfig(_Strict):
             return "passthrough"
         return self.header_mode or "x-api-key"
 
+    @property
+    def effective_provider(self) -> str | None:
+        """The provider as set, else as the URL's host says (None: unknown, treated as Anthropic-like)."""
+        return self.provider or detect_provider(urlsplit(self.url).hostname)
+
 
 def _builtin_lanes() -> dict[str, LaneConfig]:
     return {
         "anthropic": LaneConfig(url="https://api.anthropic.com"),
         "zai": LaneConfig(
-            url="https://api.z.ai/api/anthropic", api_key_env="ZAI_API_KEY", header_mode="x-api-key"
+            url="https://api.z.ai/api/anthropic",
+            api_key_env="ZAI_API_KEY",
+            header_mode="x-api-key",
         ),
     }
 

@@ -83,6 +83,20 @@ class LaneCounters(TypedDict):
     tokens: TokenCounts
 
 
+class QuotaWindow(TypedDict):
+    percent: float | None  # share of the window used, 0-100
+    resets_at: str | None  # ISO time (UTC) the window resets
+
+
+class LaneQuota(TypedDict):
+    """A Z.AI lane's quota meter, as last read in the background (never on a call's path)."""
+
+    state: Literal["ok", "unknown"]  # "unknown": not read yet, or the meter failed / is unsupported
+    five_hour: QuotaWindow | None
+    week: QuotaWindow | None
+    checked_at: str | None  # when the meter was last asked (UTC)
+
+
 class LaneStatus(LaneCounters):
     url: str
     default: bool
@@ -90,6 +104,7 @@ class LaneStatus(LaneCounters):
     available: bool
     problem: str | None  # why a keyed lane has no key
     breaker: BreakerSnapshot | None  # None for a pass-through lane
+    quota: NotRequired[LaneQuota | None]  # None: no meter (not a Z.AI lane, or no key)
 
 
 class BoundListener(TypedDict):

@@ -38,6 +38,7 @@ from ccmitm.reports.bundle_state import load_last_run
 from ccmitm.supervisor.handlers import control_handlers
 from ccmitm.supervisor.housekeeping import Housekeeping
 from ccmitm.supervisor.notify import Notifier
+from ccmitm.supervisor.quota import QuotaMeter
 from ccmitm.supervisor.watcher import ConfigWatcher
 
 log = logging.getLogger("ccmitm")
@@ -118,6 +119,7 @@ class Daemon:
             Path(config.logs.dir), config.logs.rotate_bytes, config.logs.keep, config.logs.daily
         )
         self.router = Router(self.runtime, self.usage.write)
+        self.quota = QuotaMeter(self.runtime)
         self.proxy: Proxy | None = None
         self.notifier = Notifier.from_env()
         self.control = ControlServer(config.socket_path(), control_handlers(self))
@@ -158,6 +160,7 @@ class Daemon:
         self._save_last_good()
         self.watcher.start()
         self.housekeeping.start(config.bundle)
+        self._spawn(self.quota.run())
         self._announce()
         self.notifier.ready(self._status_line())
         if self.notifier.watchdog_interval_s:
@@ -189,6 +192,7 @@ class Daemon:
         await self.control.stop()
         for task in list(self._tasks):
             task.cancel()
+        await self.quota.close()
         await self.proxy.shutdown()
         self.usage.close()
         self._save_signatures()

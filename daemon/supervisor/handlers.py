@@ -112,6 +112,7 @@ def status_reply(daemon: Daemon) -> StatusReply:
             "available": lane.available,
             "problem": lane.problem,
             "breaker": breaker.snapshot() if breaker is not None else None,
+            "quota": daemon.quota.status(name),
             **stats.counters(),
         }
     last_bundle = load_last_run(daemon.state_dir)

@@ -17,6 +17,10 @@ the content blocks and stop reason of a Messages answer (``Reply.text(...)``,
 ``Reply.tool_use(...)``), JSON or SSE alike; ``None`` (or no script) keeps the default answer.
 Behaviours still apply to a scripted stream.
 
+Z.AI's quota meter: ``GET /api/monitor/usage/quota/limit`` answers ``{"data": {"limits":
+fake.quota_limits}}``; ``fake.quota_mode`` = ``"404"`` or ``"garbage"`` makes it fail instead.
+``fake.quota_requests()`` are the meter requests it got (a test checks their Authorization).
+
 For the benchmarks, a streamed request may carry ``x-fake-events: N`` (and ``x-fake-gap-ms: G``):
 its text deltas are then N events, G ms apart, each one's text the sender's ``time.monotonic_ns()``
 at the moment it is written, so a client in the same process can measure each event's lag.
@@ -45,6 +49,31 @@ ERROR_TYPES = {
     503: "api_error",
     529: "overloaded_error",
 }
+
+
+QUOTA_PATH = "/api/monitor/usage/quota/limit"
+
+
+def default_quota_limits() -> list[dict[str, Any]]:
+    """A meter answer as Z.AI is reported to send it: 5-hour (unit 3), week (unit 6), tool time."""
+    now_ms = int(time.time() * 1000)
+    return [
+        {
+            "type": "TOKENS_LIMIT",
+            "unit": 3,
+            "number": 5,
+            "percentage": 37,
+            "nextResetTime": now_ms + 3600_000,
+        },
+        {
+            "type": "TOKENS_LIMIT",
+            "unit": 6,
+            "number": 1,
+            "percentage": 12,
+            "nextResetTime": now_ms + 86400_000,
+        },
+        {"type": "TIME_LIMIT", "unit": 5, "number": 1, "percentage": 99, "usage": 100},
+    ]
 
 
 @dataclass
@@ -143,6 +172,9 @@ class FakeUpstream:
         self.thinking_signature: str | None = None  # when set, streamed replies end with a thinking block
         self.retry_after: str | None = None
         self.script: Callable[[Received], Reply | None] | None = None  # per-request scripted answers
+        # Z.AI's quota meter (see quota_requests): the limits it reports, or a failure mode.
+        self.quota_limits: list[dict[str, Any]] = default_quota_limits()
+        self.quota_mode = "ok"  # "ok", "404" or "garbage"
         self._gate = threading.Event()
         self.gate_timed_out = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -193,6 +225,10 @@ class FakeUpstream:
         self.behaviour = "ok"
         self._gate.clear()
         self.gate_timed_out = False
+
+    def quota_requests(self) -> list[Received]:
+        """The quota meter requests this fake received."""
+        return [r for r in self.received if r.path.split("?")[0] == QUOTA_PATH]
 
     def messages(self) -> list[Received]:
         return [r for r in self.received if r.path.split("?")[0].endswith("/v1/messages")]
@@ -248,6 +284,9 @@ class FakeUpstream:
     async def _respond(self, request: Received, writer: asyncio.StreamWriter) -> bool:
         behaviour = self._behaviour_for(request)
         path = request.path.split("?")[0]
+        if path == QUOTA_PATH:
+            await self._send_quota(writer)  # the meter is separate from the Messages behaviours
+            return True
         if behaviour.startswith("status:"):
             status = int(behaviour.split(":", 1)[1])
             body = {
@@ -282,6 +321,19 @@ class FakeUpstream:
         timed = int(request.header("x-fake-events") or 0)
         gap_s = float(request.header("x-fake-gap-ms") or 0) / 1000
         return await self._send_sse(writer, model, behaviour, reply, timed, gap_s)
+
+    # --- Z.AI's quota meter ------------------------------------------------------------------------
+    async def _send_quota(self, writer: asyncio.StreamWriter) -> None:
+        if self.quota_mode == "404":
+            await self._send_json(writer, 404, {"error": "not found"})
+        elif self.quota_mode == "garbage":
+            data = b"<html>not json"
+            head = {"content-type": "text/html", "content-length": str(len(data))}
+            writer.write(self._head(200, head) + data)
+            await writer.drain()
+        else:
+            body = {"code": 200, "msg": "ok", "data": {"limits": self.quota_limits}, "success": True}
+            await self._send_json(writer, 200, body)
 
     def _message(self, model: Any) -> dict[str, Any]:
         return {
