@@ -4,13 +4,17 @@ unreachable lane known at once."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from ccmitm.cli.control import format_status
 from ccmitm.testing.ports import free_port
+from tests.e2e.test_claude_code import claude_bin, run_claude
 from tests.helpers import Daemon, post, status, wait_for
+
+__all__ = ["claude_bin"]  # a fixture shared with test_claude_code.py
 
 pytestmark = pytest.mark.e2e
 
@@ -134,3 +138,23 @@ def test_an_unreachable_lane_is_known_at_the_first_call(make_daemon, upstreams) 
     assert lines[-1]["lane"] == "anthropic" and lines[-1]["reason"] == "breaker"
     breaker = status(daemon)["lanes"]["zai"]["breaker"]
     assert breaker["state"] == "open" and breaker["open_reason"] == "connect"
+
+
+@pytest.mark.claude
+def test_claude_code_succeeds_when_the_offload_lane_is_unreachable(
+    claude_bin, make_daemon, upstreams
+) -> None:
+    anthropic, _ = upstreams
+    anthropic.reply_text = "ok from the Anthropic lane"
+    closed = free_port()
+    daemon = make_daemon(lambda config: config["lanes"]["zai"].update(url=f"http://127.0.0.1:{closed}"))
+    started = time.monotonic()
+    result = run_claude(claude_bin, daemon, "haiku", {"ANTHROPIC_BASE_URL": daemon.reverse_url})
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok from the Anthropic lane"
+    haiku = [line for line in daemon.usage_lines() if "haiku" in (line["model"] or "")]
+    # One connect failure, then Claude Code's own retry already lands on Anthropic.
+    assert sum(1 for line in haiku if line["lane"] == "zai") == 1, haiku
+    assert any(line["lane"] == "anthropic" and line["reason"] == "breaker" for line in haiku)
+    print(f"Claude Code answered in {elapsed:.1f} s with the offload lane unreachable")
