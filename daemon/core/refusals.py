@@ -265,6 +265,28 @@ class LaneHold:
         }
 
 
+#: What a hold of each class means, for reports that only have the usage line's class.
+HOLD_WORDS: Mapping[str, str] = {
+    RefusalClass.QUOTA: "the offload lane's quota was used up",
+    RefusalClass.BILLING: "the offload lane refused for its balance or account",
+    RefusalClass.AUTH: "the offload lane rejected its key",
+    RefusalClass.CONFIG: "the offload lane refused the rule's model or parameters",
+}
+
+
+def hold_line(cls: str, calls: int, first: str | None, last: str | None, default_lane: str) -> str:
+    """One report line for the calls a hold sent to the default lane (times shown in local time)."""
+
+    def local(stamp: str | None) -> str:
+        try:
+            return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M") if stamp else "-"
+        except ValueError:
+            return stamp or "-"
+
+    why = HOLD_WORDS.get(cls, f"the offload lane was held ({cls})")
+    return f"held ({cls}): {calls} calls went to {default_lane} from {local(first)} to {local(last)}: {why}"
+
+
 def plain_words(lane: str, hold: Mapping[str, Any], default_lane: str = "anthropic") -> str:
     """One line for a human: what holds the lane and when (or how) the offload resumes.
 
@@ -296,6 +318,7 @@ def plain_words(lane: str, hold: Mapping[str, Any], default_lane: str = "anthrop
 
 __all__ = [
     "HOLDING",
+    "HOLD_WORDS",
     "MAX_HOLD_S",
     "STATUS_CLASSES",
     "ZAI_CODES",
@@ -305,6 +328,7 @@ __all__ = [
     "Refusal",
     "RefusalClass",
     "classify",
+    "hold_line",
     "plain_words",
     "reset_time",
 ]
