@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -355,6 +356,11 @@ class Router:
             breaker.release(state.permit)
         if hold is None:
             return
+        model = state.route.upstream_model or state.model
+        if refusal.cls is RefusalClass.CONFIG and model:
+            # Say which rule's model is wrong: that is what the user has to fix.
+            rule = f" (rule {state.route.rule})" if state.route.rule else ""
+            refusal = replace(refusal, words=f"{refusal.words}: {clean_text(model, 80)}{rule}")
         if hold.start(refusal):
             snapshot = hold.snapshot()
             until = snapshot["until"] if snapshot else None

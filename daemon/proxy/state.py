@@ -25,7 +25,7 @@ from ccmitm.config.model import Config, LaneConfig
 from ccmitm.control.protocol import LaneCounters
 from ccmitm.core.breaker import CircuitBreaker
 from ccmitm.core.crosslane import SignatureRegistry
-from ccmitm.core.refusals import LaneHold
+from ccmitm.core.refusals import LaneHold, RefusalClass
 from ccmitm.core.routing import LaneConditions, RoutingTable
 from ccmitm.core.stats import p50_p95
 from ccmitm.logs.usage import TOKEN_FIELDS, UNMARKED, UsageRecord
@@ -283,24 +283,20 @@ class Runtime:
                 del self.holds[name]
         for name in wanted:
             hold = self.holds.setdefault(name, LaneHold(name, self.wall))
-            before_lane = previous.lanes.get(name) if previous else None
-            changed = previous is not None and (
-                before_lane is None
-                or before_lane.key != self.active.lanes[name].key
+            if previous is None or hold.refusal is None:
+                continue
+            before = previous.lanes.get(name)
+            new_account = (
+                before is None
+                or before.key != self.active.lanes[name].key
                 or previous.config.lanes.get(name) != self.active.config.lanes.get(name)
-                or previous.config.routing.rules != self.active.config.routing.rules
             )
-            # A new key, lane or rule is the user acting on a hold (billing, auth, config): the
-            # lane gets its chance again. A quota hold waits for its reset time regardless of the
-            # rules, but a new key or lane is a new account, so it ends that one too.
-            if changed and hold.refusal is not None:
-                only_rules = before_lane is not None and (
-                    before_lane.key == self.active.lanes[name].key
-                    and previous is not None
-                    and previous.config.lanes.get(name) == self.active.config.lanes.get(name)
-                )
-                if not (only_rules and str(hold.refusal.cls) == "quota") and hold.clear():
-                    log.warning("lane %s hold ended: its key or config changed", name)
+            new_rules = previous.config.routing.rules != self.active.config.routing.rules
+            # A new key or lane config is the user acting on a hold (a new account, a fixed key):
+            # the lane gets its chance again. New rules end a billing/auth/config hold (a fixed
+            # model, say), but a used-up quota stays used up until its reset time.
+            if (new_account or (new_rules and hold.refusal.cls is not RefusalClass.QUOTA)) and hold.clear():
+                log.warning("lane %s hold ended: its key or config changed", name)
         for name in wanted:
             breaker = self.breakers.get(name)
             if breaker is None:

@@ -4,6 +4,7 @@ lane_hold, the class in the usage line); a trial after the hold ends brings the 
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -11,8 +12,11 @@ from datetime import UTC, datetime
 import pytest
 from mitmproxy.test import taddons, tutils
 
+from ccmitm.config.load import LoadedConfig, validate
 from ccmitm.core.routing import OVERRIDE_REASONS
-from tests.proxy.test_addon import HAIKU, Fixture, answer, messages_flow, send
+from ccmitm.proxy.state import Snapshot
+from tests.helpers import ZAI_KEY
+from tests.proxy.test_addon import CONFIG, HAIKU, Fixture, answer, messages_flow, send
 
 
 class Wall:
@@ -160,3 +164,41 @@ def test_a_plain_400_still_reaches_the_client_as_sent(held: tuple[Fixture, Wall]
     assert flow.response is not None and flow.response.status_code == 400
     assert [record.reason for record in fx.records] == ["rule"]
     assert fx.seen == []
+
+
+def _swap(fx: Fixture, mutate) -> None:
+    config = copy.deepcopy(CONFIG)
+    mutate(config)
+    loaded = LoadedConfig(validate(config), "test", datetime.now(UTC))
+    fx.runtime.swap(Snapshot.build(loaded, {"ZAI_API_KEY": ZAI_KEY}))
+
+
+def test_a_config_hold_names_the_rules_model_and_a_fixed_rule_ends_it(held: tuple[Fixture, Wall]) -> None:
+    fx, _wall = held
+    wrong_model = json.dumps(
+        {
+            "type": "error",
+            "error": {"type": "invalid_request_error", "code": "1211", "message": "Unknown Model"},
+        }
+    ).encode()
+    flow = messages_flow()
+    send(fx.router, flow)
+    answer(fx, flow, 400, wrong_model)
+    assert flow.response is not None and flow.response.status_code == 200  # failed over
+    snap = fx.runtime.holds["zai"].snapshot()
+    assert snap is not None and snap["cls"] == "config"
+    assert snap["words"] == "model does not exist: glm-4.5-air (rule *haiku*)"
+    _swap(fx, lambda config: config["lanes"]["zai"].update(url="https://zai.test/api/anthropic"))
+    assert fx.runtime.holds["zai"].held  # nothing changed: still held
+    _swap(fx, lambda config: config["routing"]["rules"][0].update(model="glm-4.6"))
+    assert not fx.runtime.holds["zai"].held
+
+
+def test_a_quota_hold_survives_a_rule_change_but_not_a_new_key(held: tuple[Fixture, Wall]) -> None:
+    fx, _wall = held
+    _call_with_headers(fx, False, QUOTA_5H)
+    _swap(fx, lambda config: config["routing"]["rules"][0].update(model="glm-4.6"))
+    assert fx.runtime.holds["zai"].held
+    loaded = fx.runtime.active.loaded
+    fx.runtime.swap(Snapshot.build(loaded, {"ZAI_API_KEY": ZAI_KEY + "-new"}))
+    assert not fx.runtime.holds["zai"].held
