@@ -17,6 +17,7 @@ from ccmitm import paths
 from ccmitm.cli.common import config_path, daemon_call, echo_json, fail, load_config
 from ccmitm.control.client import is_running
 from ccmitm.control.protocol import LaneQuota, QuotaWindow, StatusReply
+from ccmitm.core.refusals import plain_words
 from ccmitm.install import wiring
 
 
@@ -117,6 +118,10 @@ def format_status(status: StatusReply) -> str:
         quota = format_quota(lane.get("quota"))
         if quota:
             lines.append(f"  {'':<10} quota: {quota}")
+        hold = lane.get("hold")
+        if hold:
+            default_lane = next((n for n, other in status["lanes"].items() if other["default"]), "default")
+            lines.append(f"  {'':<10} HOLD {plain_words(name, hold, default_lane)}")
         classes = lane["by_request_class"]
         if classes:
             lines.append(f"  {'':<10} by request class: " + ", ".join(f"{k} {v}" for k, v in classes.items()))
@@ -293,4 +298,25 @@ def stop(ctx: click.Context, timeout: float) -> None:
     click.echo(f"ccmitmd (pid {pid}) stopped")
 
 
-COMMANDS = [status, pause, resume, reload, rotate, reopen_logs, start, stop]
+@click.group()
+def lane() -> None:
+    """Act on one lane of the running daemon."""
+
+
+@lane.command("reset")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def lane_reset(ctx: click.Context, name: str, as_json: bool) -> None:
+    """End a lane's hold (after a top-up, a new key or a fixed model) and close its breaker: its
+    next call is the trial that decides."""
+    result = daemon_call(ctx, "lane-reset", lane=name)
+    if as_json:
+        echo_json(result)
+    elif result["hold_ended"]:
+        click.echo(f"{name}: hold ended; the next call tries the lane again")
+    else:
+        click.echo(f"{name}: was not held; its breaker is closed")
+
+
+COMMANDS = [status, pause, resume, reload, rotate, reopen_logs, start, stop, lane]

@@ -27,6 +27,7 @@ from ccmitm.cli.common import load_config
 from ccmitm.cli.control import format_quota
 from ccmitm.control.client import status as read_status
 from ccmitm.control.protocol import ControlError, LaneStatus, StatusReply, TokenCounts
+from ccmitm.core.refusals import plain_words
 
 REFRESH_S = 1.0
 NO_TOKENS: TokenCounts = {
@@ -71,6 +72,9 @@ def _rate(lane: str, status: StatusReply, previous: StatusReply | None) -> str:
 def _lane_state(lane: LaneStatus) -> Text:
     if not lane["available"]:
         return Text(f"unavailable: {lane['problem'] or '?'}", style="red")
+    hold = lane.get("hold")
+    if hold:  # the cause in words is under the table (see render)
+        return Text(f"held: {hold['cls']}", style="red")
     breaker = lane["breaker"]
     state = breaker["state"] if breaker else None
     if breaker and state and state != "closed":
@@ -119,7 +123,14 @@ def render(status: StatusReply, previous: StatusReply | None = None, live: bool 
         if (text := format_quota(lane.get("quota")))
     ]
     footer = Text(f"{status['now']}" + ("   q or Ctrl-C quits" if live else ""), style="dim")
-    return Group(header, table, *quotas, footer)
+    # A held lane in plain words, under the table: the cause and when (or how) the offload resumes.
+    default_lane = next((n for n, lane in status["lanes"].items() if lane["default"]), "default")
+    holds = [
+        Text(plain_words(name, hold, default_lane), style="bold yellow")
+        for name, lane in status["lanes"].items()
+        if (hold := lane.get("hold"))
+    ]
+    return Group(header, table, *quotas, *holds, footer)
 
 
 def render_down(socket_path: Path, reason: str, live: bool = True) -> RenderableType:

@@ -17,9 +17,19 @@ import json
 from typing import Any, Literal, NotRequired, TypedDict
 
 from ccmitm.core.breaker import BreakerSnapshot
+from ccmitm.core.refusals import HoldSnapshot
 
 Command = Literal[
-    "ping", "status", "pause", "resume", "reload", "config-show", "rotate", "reopen-logs", "bundle"
+    "ping",
+    "status",
+    "pause",
+    "resume",
+    "reload",
+    "config-show",
+    "rotate",
+    "reopen-logs",
+    "bundle",
+    "lane-reset",
 ]
 #: The largest request line the server reads.
 MAX_LINE = 1024 * 1024
@@ -105,6 +115,13 @@ class LaneStatus(LaneCounters):
     problem: str | None  # why a keyed lane has no key
     breaker: BreakerSnapshot | None  # None for a pass-through lane
     quota: NotRequired[LaneQuota | None]  # None: no meter (not a Z.AI lane, or no key)
+    # The lane's hold, None when it is in rotation (or a pass-through lane).
+    hold: NotRequired[HoldSnapshot | None]
+
+
+class LaneResetReply(TypedDict):
+    lane: str
+    hold_ended: bool  # a hold was on and is now off
 
 
 class BoundListener(TypedDict):

@@ -3,7 +3,7 @@ lane for a while, then one trial request decides whether the lane is back.
 
 States (``half_open`` is not stored; it is ``open`` whose retry time has passed)::
 
-    closed ──[failures in window ≥ threshold, or one 401/403]──► open
+    closed ──[failures in window ≥ threshold, or one 401/403 or connect failure]──► open
       ▲                                                           │ cooldown (or Retry-After, if longer)
       │                                                           ▼
       └──────────── trial succeeds ◄──── half_open ──── trial fails ──► open again
@@ -89,6 +89,8 @@ def is_breaker_failure(status: int | None, error: str | None) -> str | None:
     text = error.lower()
     if "client" in text and ("disconnect" in text or "abort" in text):
         return None
+    if status is None and text.startswith("connect failure"):
+        return CONNECT  # refused, DNS, TLS handshake or connect timeout: nothing was answered
     if "timeout" in text or "timed out" in text:
         return TIMEOUT
     # Before any response it is a connect-level failure; after the status line, a dropped body.
@@ -327,6 +329,11 @@ class CircuitBreaker:
             self._retry_hint = until if self._retry_hint is None else max(self._retry_hint, until)
         if kind == AUTH:
             self._trip(now, failure, f"{self.label} rejected the key ({status})", wait)
+            return BreakerState.OPEN
+        if kind == CONNECT:
+            # Unambiguous: the lane cannot be reached, so Claude Code's own retry of this very
+            # call should already land on the default lane (not after five failed calls).
+            self._trip(now, failure, f"{self.label} unreachable ({describe_failure(kind, status)})", wait)
             return BreakerState.OPEN
         count = self.failures_in_window(now)
         if count >= self.threshold:

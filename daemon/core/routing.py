@@ -27,11 +27,19 @@ class Reason(StrEnum):
         "rule_disabled"  # the matching rule is switched off (enabled: false, FORCE_HAIKU_TO_ZAI=0)
     )
     FAILOVER = "failover"  # the rule's lane failed before the first byte; retried once on the default lane
+    LANE_HOLD = "lane_hold"  # the rule's lane is held (quota used up, no balance, bad key or model)
 
 
 #: Reasons that explain a request a rule sent elsewhere landing on the default lane.
 OVERRIDE_REASONS = frozenset(
-    {Reason.PAUSED, Reason.LANE_UNAVAILABLE, Reason.BREAKER, Reason.FAILOVER, Reason.RULE_DISABLED}
+    {
+        Reason.PAUSED,
+        Reason.LANE_UNAVAILABLE,
+        Reason.BREAKER,
+        Reason.FAILOVER,
+        Reason.RULE_DISABLED,
+        Reason.LANE_HOLD,
+    }
 )
 
 
@@ -107,6 +115,7 @@ class LaneConditions:
     paused: bool = False
     unavailable: frozenset[str] = frozenset()  # lanes without a key
     breaker_open: frozenset[str] = frozenset()  # lanes whose breaker currently refuses traffic
+    held: frozenset[str] = frozenset()  # lanes a quota/billing/auth/config refusal took out of rotation
 
 
 def decide(facts: RequestFacts, table: RoutingTable, conditions: LaneConditions) -> Route:
@@ -126,6 +135,8 @@ def decide(facts: RequestFacts, table: RoutingTable, conditions: LaneConditions)
             return Route(default, Reason.PAUSED, rule.match)
         if rule.lane in conditions.unavailable:
             return Route(default, Reason.LANE_UNAVAILABLE, rule.match)
+        if rule.lane in conditions.held:
+            return Route(default, Reason.LANE_HOLD, rule.match)
         if rule.lane in conditions.breaker_open:
             return Route(default, Reason.BREAKER, rule.match)
     return Route(rule.lane, Reason.RULE, rule.match, rule.model)

@@ -103,6 +103,8 @@ class UsageRecord:
     thinking_stripped: int | None = None  # offload-lane thinking blocks removed before the default lane
     request_class: str | None = None  # Claude Code's x-claude-code-request-class, normalised
     agent_type: str | None = None  # Claude Code's x-claude-code-agent-type (e.g. "custom")
+    hold: str | None = None  # reason lane_hold: the hold's class ("quota", "billing", "auth", "config")
+    refusal: str | None = None  # a refused offload attempt: its class ("quota", "transient", ...)
 
     def to_line(self) -> bytes:
         # vars(), not asdict(): every field is a plain value, and asdict's deep copy cost more

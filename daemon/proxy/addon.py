@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 
 from ccmitm.core.breaker import AUTH, RATE_LIMIT, SERVER, is_breaker_failure
 from ccmitm.core.crosslane import strip_foreign_thinking
+from ccmitm.core.refusals import HOLDING, Refusal, RefusalClass, classify
 from ccmitm.core.routing import Reason, RequestFacts, Route, decide, model_of
 from ccmitm.core.sse import Usage, UsageReader, is_event_stream
 from ccmitm.logs.usage import UsageRecord, clean_text, request_class_of
@@ -44,6 +46,9 @@ CLIENT_CREDENTIAL_HEADERS = ("x-api-key", "authorization")
 DROPPED_ON_KEYED_LANES = ("anthropic-beta", "cookie", "proxy-authorization")
 # Refusals worth one retry on the default lane: the lane is busy, broken, or has a bad key.
 FAILOVER_KINDS = frozenset({RATE_LIMIT, SERVER, AUTH})
+# Other 4xx refusals held back (when small, whole JSON) so their code can be read: Z.AI answers
+# a wrong model (1211) or no balance with a 4xx that is the lane's fault, not the request's.
+REFUSAL_BODY_BYTES = 64 * 1024
 # Non-SSE replies up to this size (by content-length) are read whole instead of streamed.
 BUFFERED_REPLY_BYTES = 1024 * 1024
 # The same names as raw header bytes, for one pass over the fields instead of a pop per name.
@@ -159,13 +164,27 @@ class Router:
         response = flow.response
         headers = pick_headers(response.headers.fields, RESPONSE_HEADERS)
         if state.permit is not None:
-            kind = is_breaker_failure(response.status_code, None)
-            self._record_outcome(state, kind, response.status_code, headers.get(b"retry-after"))
-            if kind in FAILOVER_KINDS and state.original is not None:
-                # Hold the refusal back (it is a small error body) so that the client sees only
-                # the default lane's answer; see response().
+            status = response.status_code
+            kind = is_breaker_failure(status, None)
+            length = headers.get(b"content-length", "")
+            small_json = (
+                400 <= status < 500
+                and length.isdigit()
+                and int(length) <= REFUSAL_BODY_BYTES
+                and not is_event_stream(headers.get(b"content-type"))
+            )
+            if state.original is not None and (kind in FAILOVER_KINDS or small_json):
+                # Hold the refusal back (it is a small error body, never a stream) so that the
+                # client sees only the default lane's answer, and decide in response(), where
+                # the body (Z.AI's code and message) has been read.
                 state.failing_over = True
+                state.refusal_headers = {
+                    name: headers[name.encode()]
+                    for name in ("retry-after", "retry-after-ms")
+                    if name.encode() in headers
+                }
                 return
+            self._record_outcome(state, kind, status, headers.get(b"retry-after"))
         reader = UsageReader(headers.get(b"content-type"), headers.get(b"content-encoding"))
         state.reader = reader
         length = headers.get(b"content-length", "")
@@ -190,7 +209,7 @@ class Router:
 
     async def response(self, flow: http.HTTPFlow) -> None:
         state: FlowState | None = flow.metadata.get(FLOW_KEY)
-        if state is not None and state.failing_over and not state.logged:
+        if state is not None and state.failing_over and not state.logged and self._judge_refusal(flow, state):
             await self._failover(flow, state)
             return
         if state is not None and state.buffered and state.reader is not None and flow.response is not None:
@@ -225,11 +244,26 @@ class Router:
             facts = RequestFacts(request.method, path, model_of(body))
         route = decide(facts, snapshot.table, self.runtime.conditions())
         permit = None
+        hold_trial = False
+        held_as: str | None = None
         if snapshot.lanes[route.lane].keyed:
+            hold = self.runtime.holds.get(route.lane)
+            trial = hold.acquire() if hold is not None else None
             breaker = self.runtime.breakers.get(route.lane)
-            permit = breaker.acquire() if breaker is not None else None
-            if permit is None:  # the half-open trial slot went to another request first
-                route = Route(snapshot.table.default_lane, Reason.BREAKER, route.rule)
+            if trial is False:  # the hold's one trial went to another request first
+                route = Route(snapshot.table.default_lane, Reason.LANE_HOLD, route.rule)
+            else:
+                permit = breaker.acquire() if breaker is not None else None
+                if permit is None:  # the half-open trial slot went to another request first
+                    if trial and hold is not None:
+                        hold.release()
+                    route = Route(snapshot.table.default_lane, Reason.BREAKER, route.rule)
+                else:
+                    hold_trial = bool(trial)
+        if route.reason is Reason.LANE_HOLD and facts.model is not None:
+            rule = snapshot.table.first_match(facts.model)
+            hold = self.runtime.holds.get(rule.lane) if rule is not None else None
+            held_as = str(hold.refusal.cls) if hold is not None and hold.refusal else None
         lane = snapshot.lanes[route.lane]
         state = FlowState(
             route=route,
@@ -241,6 +275,8 @@ class Router:
             started=request.timestamp_start or time.time(),
             hints=ClientHints.of(request.headers.fields),
             permit=permit,
+            hold_trial=hold_trial,
+            held_as=held_as,
         )
         if lane.keyed and snapshot.config.breaker.failover:
             state.original = OriginalRequest.of(request)
@@ -277,7 +313,66 @@ class Router:
                 lane.auth_field,
             )
 
-    # --- breaker and failover --------------------------------------------------------------------
+    # --- breaker, holds and failover --------------------------------------------------------------
+    def _judge_refusal(self, flow: http.HTTPFlow, state: FlowState) -> bool:
+        """Read a held-back refusal's body: hold the lane, count it against the breaker, or
+        neither. True to fail over; False when it is the request's plain fault (a 400 without a
+        code we know), which then reaches the client as the lane sent it."""
+        assert flow.response is not None
+        response = flow.response
+        status = response.status_code
+        kind = is_breaker_failure(status, None)
+        headers = state.refusal_headers or {}
+        refusal = classify(status, response.get_content(strict=False), headers, self.runtime.wall())
+        state.refusal = str(refusal.cls) if refusal is not None else None
+        if refusal is None and kind not in FAILOVER_KINDS:
+            self._record_outcome(state, None, status, None)
+            state.failing_over = False
+            reader = UsageReader(response.headers.get("content-type"), None)
+            reader.feed(response.raw_content or b"")
+            state.reader = reader
+            state.first_byte = state.last_byte = time.time()
+            return False
+        if refusal is not None and refusal.cls in HOLDING and refusal.code is not None:
+            self._start_hold(state, refusal)
+            return True
+        hold = self.runtime.holds.get(state.lane.name)
+        if state.hold_trial and hold is not None and hold.clear():
+            log.warning("lane %s hold ended: the trial call was not refused for it", state.lane.name)
+        if refusal is not None and refusal.cls is RefusalClass.CONTENT:
+            # The request's fault (unsafe content): the lane is fine, so no breaker failure.
+            self._record_outcome(state, None, status, None)
+            return True
+        self._record_outcome(state, kind, status, headers.get("retry-after"))
+        return True
+
+    def _start_hold(self, state: FlowState, refusal: Refusal) -> None:
+        """Take the lane out of rotation; one log line when a hold starts, none per call."""
+        name = state.lane.name
+        hold = self.runtime.holds.get(name)
+        breaker = self.runtime.breakers.get(name)
+        if breaker is not None and state.permit is not None and not state.outcome_recorded:
+            state.outcome_recorded = True  # the hold decides, not the breaker: no double count
+            breaker.release(state.permit)
+        if hold is None:
+            return
+        model = state.route.upstream_model or state.model
+        if refusal.cls is RefusalClass.CONFIG and model:
+            # Say which rule's model is wrong: that is what the user has to fix.
+            rule = f" (rule {state.route.rule})" if state.route.rule else ""
+            refusal = replace(refusal, words=f"{refusal.words}: {clean_text(model, 80)}{rule}")
+        if hold.start(refusal):
+            snapshot = hold.snapshot()
+            until = snapshot["until"] if snapshot else None
+            log.warning(
+                "lane %s HOLD (%s%s): its traffic goes to %s %s",
+                name,
+                refusal.words,
+                f", code {refusal.code}" if refusal.code else "",
+                self.runtime.active.config.routing.default_lane,
+                f"until {until}" if until else "until `ccctl lane reset`",
+            )
+
     def _record_outcome(
         self, state: FlowState, kind: str | None, status: int | None, retry_after: str | None
     ) -> None:
@@ -285,12 +380,20 @@ class Router:
         if breaker is None or state.permit is None or state.outcome_recorded:
             return
         state.outcome_recorded = True
+        hold = self.runtime.holds.get(state.lane.name)
         if kind is None:
             if status is None:  # no outcome (client went away first): give a trial slot back
                 breaker.release(state.permit)
-            elif breaker.record_success(state.permit) is not None:
+                if state.hold_trial and hold is not None:
+                    hold.release()
+                return
+            if state.hold_trial and hold is not None and hold.clear():
+                log.warning("lane %s hold ended: the trial call succeeded", state.lane.name)
+            if breaker.record_success(state.permit) is not None:
                 log.warning("lane %s is healthy again: breaker closed", state.lane.name)
             return
+        if state.hold_trial and hold is not None:
+            hold.release()  # the breaker now decides; a later call may try the hold again
         if breaker.record_failure(state.permit, kind, status, retry_after) is not None:
             snapshot = breaker.snapshot()
             log.warning(
@@ -397,6 +500,8 @@ class Router:
             thinking_stripped=state.thinking_stripped,
             request_class=request_class_of(state.hints.request_class),
             agent_type=clean_text(state.hints.agent_type, 40),
+            hold=state.held_as,
+            refusal=state.refusal,
         )
         failed = error is not None or record.status is None or record.status >= 400
         self.runtime.record(record, failed)

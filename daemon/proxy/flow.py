@@ -76,7 +76,9 @@ _HINT_HEADERS = frozenset(
     {b"x-claude-code-session-id", b"x-claude-code-request-class", b"x-claude-code-agent-type"}
 )
 NO_HINTS = ClientHints()
-RESPONSE_HEADERS = frozenset({b"content-type", b"content-encoding", b"content-length", b"retry-after"})
+RESPONSE_HEADERS = frozenset(
+    {b"content-type", b"content-encoding", b"content-length", b"retry-after", b"retry-after-ms"}
+)
 
 
 @dataclass
@@ -96,6 +98,10 @@ class FlowState:
     reader: UsageReader | None = None
     buffered: bool = False  # a small non-SSE reply mitmproxy reads whole (not streamed through the tap)
     failing_over: bool = False
+    hold_trial: bool = False  # this call is the one trial that decides whether a held lane is back
+    refusal_headers: dict[str, str] | None = None  # a held-back refusal's retry headers, for classify()
+    refusal: str | None = None  # the refusal's class (core.refusals.RefusalClass), for the usage line
+    held_as: str | None = None  # routed away by a hold: the hold's class, for the usage line
     outcome_recorded: bool = False
     thinking_stripped: int | None = None
     logged: bool = False

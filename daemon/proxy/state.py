@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
@@ -25,6 +25,7 @@ from ccmitm.config.model import Config, LaneConfig
 from ccmitm.control.protocol import LaneCounters
 from ccmitm.core.breaker import CircuitBreaker
 from ccmitm.core.crosslane import SignatureRegistry
+from ccmitm.core.refusals import LaneHold, RefusalClass
 from ccmitm.core.routing import LaneConditions, RoutingTable
 from ccmitm.core.stats import p50_p95
 from ccmitm.logs.usage import TOKEN_FIELDS, UNMARKED, UsageRecord
@@ -211,8 +212,14 @@ class PauseStore:
 class Runtime:
     """Everything that changes while the daemon runs. Touched from the event loop only."""
 
-    def __init__(self, snapshot: Snapshot, pause_store: PauseStore | None = None):
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        pause_store: PauseStore | None = None,
+        wall: Callable[[], float] = time.time,
+    ):
         self.active = snapshot
+        self.wall = wall  # the holds' clock (quota reset times are wall-clock); tests drive it
         self.started_at = datetime.now(UTC)
         self.started_monotonic = time.monotonic()
         self.pause_store = pause_store
@@ -221,6 +228,9 @@ class Runtime:
         self.last_reload_error: str | None = None
         self.last_reload_error_at: str | None = None
         self.breakers: dict[str, CircuitBreaker] = {}
+        # Holds next to the breakers: a quota/billing/auth/config refusal takes a keyed lane out
+        # of rotation at once (see core/refusals.py); one per keyed lane, like the breakers.
+        self.holds: dict[str, LaneHold] = {}
         # Signatures (as digests) of thinking blocks the offload lanes made: stripped on the way
         # to the default lane, which would reject them.
         self.foreign_signatures = SignatureRegistry()
@@ -268,6 +278,25 @@ class Runtime:
         for name in list(self.breakers):
             if name not in wanted:
                 del self.breakers[name]
+        for name in list(self.holds):
+            if name not in wanted:
+                del self.holds[name]
+        for name in wanted:
+            hold = self.holds.setdefault(name, LaneHold(name, self.wall))
+            if previous is None or hold.refusal is None:
+                continue
+            before = previous.lanes.get(name)
+            new_account = (
+                before is None
+                or before.key != self.active.lanes[name].key
+                or previous.config.lanes.get(name) != self.active.config.lanes.get(name)
+            )
+            new_rules = previous.config.routing.rules != self.active.config.routing.rules
+            # A new key or lane config is the user acting on a hold (a new account, a fixed key):
+            # the lane gets its chance again. New rules end a billing/auth/config hold (a fixed
+            # model, say), but a used-up quota stays used up until its reset time.
+            if (new_account or (new_rules and hold.refusal.cls is not RefusalClass.QUOTA)) and hold.clear():
+                log.warning("lane %s hold ended: its key or config changed", name)
         for name in wanted:
             breaker = self.breakers.get(name)
             if breaker is None:
@@ -300,11 +329,26 @@ class Runtime:
         open_lanes = frozenset(
             name for name, breaker in self.breakers.items() if not breaker.allows_request()
         )
+        held = frozenset(name for name, hold in self.holds.items() if not hold.allows_request())
         return LaneConditions(
             paused=self.paused,
             unavailable=self.active.unavailable,
             breaker_open=open_lanes,
+            held=held,
         )
+
+    def reset_lane(self, name: str) -> bool:
+        """``ccctl lane reset NAME``: end the lane's hold and close its breaker. False if no such
+        keyed lane."""
+        hold = self.holds.get(name)
+        breaker = self.breakers.get(name)
+        if hold is None and breaker is None:
+            return False
+        if hold is not None and hold.clear():
+            log.warning("lane %s hold ended: ccctl lane reset", name)
+        if breaker is not None:
+            breaker.reset()
+        return True
 
     def record(self, record: UsageRecord, failed: bool) -> None:
         """Count one finished call for status: requests, errors, latency, request class, tokens."""

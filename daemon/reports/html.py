@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ccmitm.core.refusals import hold_line
 from ccmitm.core.stats import percentile
 from ccmitm.reports.audit import OUTCOME_NOTHING
 from ccmitm.reports.records import Record, is_error, parse_ts
@@ -277,6 +278,23 @@ RENDERED = """
 """
 
 
+def _holds_block(dated: list[tuple[datetime, Record]], default_lane: str | None) -> str:
+    """The calls lane holds sent to the default lane, in plain words (issue 15); empty without."""
+    holds: dict[str, list[datetime]] = {}
+    for stamp, record in dated:
+        if record.get("reason") == "lane_hold":
+            holds.setdefault(str(record.get("hold") or "unknown"), []).append(stamp)
+    if not holds:
+        return ""
+    lane = default_lane or "the default lane"
+    lines = [
+        hold_line(cls, len(stamps), stamps[0].isoformat(), stamps[-1].isoformat(), lane)
+        for cls, stamps in sorted(holds.items())
+    ]
+    items = "".join(f"<li>{_e(line)}</li>" for line in lines)
+    return f'<h2>Offload held</h2><ul id="holds">{items}</ul>'
+
+
 def render_report(
     records: Iterable[Record],
     audit: Mapping[str, Any],
@@ -326,6 +344,7 @@ def render_report(
         f'<p class="meta">{_e(start.isoformat(timespec="seconds"))} ..'
         f" {_e(end.isoformat(timespec='seconds'))} (UTC), {len(dated)} calls</p>",
         _verify_block(audit),
+        _holds_block(dated, default_lane),
         "<h2>Per lane</h2><table><thead><tr><th>lane</th><th>calls</th><th>errors</th><th>p50 ms</th>"
         f"<th>p95 ms</th><th>tokens in</th><th>tokens out</th></tr></thead><tbody>{_lane_rows(lanes, dated)}"
         "</tbody></table>",

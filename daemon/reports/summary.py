@@ -162,6 +162,10 @@ def summarize(
     offload_models: dict[str, dict[str, Any]] = {}
     first: datetime | None = None
     last: datetime | None = None
+    # Issue 15: calls a lane hold sent to the default lane (by the hold's class), and the refused
+    # offload attempts by their refusal class.
+    holds: dict[str, dict[str, Any]] = {}
+    refusals: Counter[str] = Counter()
 
     for record in since_filter(records, since):
         stamp = parse_ts(record.get("ts"))
@@ -175,6 +179,16 @@ def summarize(
         total.add(record)
         lanes.setdefault(lane, _Group()).add(record)
         lane_reasons.setdefault(lane, Counter())[key_of(record.get("reason"))] += 1
+        if record.get("reason") == "lane_hold":
+            entry_hold = holds.setdefault(
+                key_of(record.get("hold")), {"calls": 0, "first_ts": None, "last_ts": None}
+            )
+            entry_hold["calls"] += 1
+            ts = record.get("ts") if isinstance(record.get("ts"), str) else None
+            entry_hold["first_ts"] = entry_hold["first_ts"] or ts
+            entry_hold["last_ts"] = ts or entry_hold["last_ts"]
+        if isinstance(record.get("refusal"), str):
+            refusals[record["refusal"]] += 1
         lane_header.setdefault(lane, {}).setdefault(header, _Group()).add(record)
         lane_http.setdefault(lane, {}).setdefault(http, _Group()).add(record)
         lane_upstream_http.setdefault(lane, {}).setdefault(upstream_http, _Group()).add(record)
@@ -248,6 +262,8 @@ def summarize(
         "by_upstream_http_version": table(by_upstream_http),
         "by_request_class": table(by_class),
         "sessions": session_table(sessions, top_sessions),
+        "holds": dict(sorted(holds.items())),
+        "refusals": dict(sorted(refusals.items())),
         "offload": {
             "calls": offload.calls,
             "errors": offload.errors,

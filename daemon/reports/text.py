@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from ccmitm.core.refusals import hold_line
 from ccmitm.reports.audit import OUTCOME_NOTHING, VerifyReport, proof_line
 from ccmitm.reports.records import iso
 
@@ -111,6 +112,17 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             f"by Claude Code session ({sessions['count']} sessions, most calls first)",
             render_table(["session", "calls", "errors", "lanes", "request classes"], rows),
         ]
+
+    holds = summary.get("holds") or {}
+    if holds or summary.get("refusals"):
+        out.append("")
+        for cls, hold in holds.items():
+            out.append(
+                hold_line(cls, hold["calls"], hold["first_ts"], hold["last_ts"], summary["default_lane"])
+            )
+        refused = summary.get("refusals") or {}
+        if refused:
+            out.append("refused offload calls by class: " + ", ".join(f"{k} {v}" for k, v in refused.items()))
 
     offload = summary["offload"]
     tokens = offload["tokens"]

@@ -16,6 +16,7 @@ from ccmitm import __version__
 from ccmitm.control.protocol import (
     ConfigShowReply,
     ControlError,
+    LaneResetReply,
     LaneStatus,
     PauseReply,
     ReloadReply,
@@ -84,6 +85,18 @@ def control_handlers(daemon: Daemon) -> dict[str, Handler]:
     async def bundle(_: dict[str, Any]) -> dict[str, Any]:
         return await daemon.run_bundle()
 
+    async def lane_reset(args: dict[str, Any]) -> LaneResetReply:
+        # The user acted on a hold (topped up, fixed the key or model): the lane's next call
+        # is its trial. The log line comes from Runtime.reset_lane.
+        name = args.get("lane")
+        runtime = daemon.runtime
+        hold = runtime.holds.get(name) if isinstance(name, str) else None
+        was_held = hold is not None and hold.held
+        if not isinstance(name, str) or not runtime.reset_lane(name):
+            keyed = ", ".join(sorted(runtime.holds)) or "none"
+            raise ControlError(f"no keyed lane {name!r} (keyed lanes: {keyed})")
+        return {"lane": name, "hold_ended": was_held}
+
     return {
         "ping": ping,
         "status": status,
@@ -94,6 +107,7 @@ def control_handlers(daemon: Daemon) -> dict[str, Handler]:
         "rotate": rotate,
         "reopen-logs": reopen_logs,
         "bundle": bundle,
+        "lane-reset": lane_reset,
     }
 
 
@@ -105,6 +119,7 @@ def status_reply(daemon: Daemon) -> StatusReply:
     for name, lane in snapshot.lanes.items():
         stats = runtime.stats.get(name) or LaneStats()
         breaker = runtime.breakers.get(name)
+        hold = runtime.holds.get(name)
         lanes[name] = {
             "url": config.lanes[name].url,
             "default": name == config.routing.default_lane,
@@ -113,6 +128,7 @@ def status_reply(daemon: Daemon) -> StatusReply:
             "problem": lane.problem,
             "breaker": breaker.snapshot() if breaker is not None else None,
             "quota": daemon.quota.status(name),
+            "hold": hold.snapshot() if hold is not None else None,
             **stats.counters(),
         }
     last_bundle = load_last_run(daemon.state_dir)

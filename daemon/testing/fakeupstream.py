@@ -21,6 +21,14 @@ Z.AI's quota meter: ``GET /api/monitor/usage/quota/limit`` answers ``{"data": {"
 fake.quota_limits}}``; ``fake.quota_mode`` = ``"404"`` or ``"garbage"`` makes it fail instead.
 ``fake.quota_requests()`` are the meter requests it got (a test checks their Authorization).
 
+Z.AI flavour: ``fake.flavour = "zai"`` answers in Z.AI's real stream shape
+(``message_start`` with usage 0/0, a ``ping``, the real counts only in the final ``message_delta``
+with ``server_tool_use`` and ``service_tier``; ids ``msg_2026...``). ``fake.zai_refusal = "1308"``
+(sticky, until set to None or ``reset()``) or the header ``x-fake-zai-refusal: 1308`` (one request)
+refuses with Z.AI's envelope for that code (:data:`ZAI_REFUSALS`: the older one with the code in
+``error.type``, or the newer one with ``error.code``); quota messages name ``fake.zai_reset_at``
+(Beijing time) and 1310 also sends ``retry-after-ms`` (``fake.zai_retry_after_ms``).
+
 For the benchmarks, a streamed request may carry ``x-fake-events: N`` (and ``x-fake-gap-ms: G``):
 its text deltas are then N events, G ms apart, each one's text the sender's ``time.monotonic_ns()``
 at the moment it is written, so a client in the same process can measure each event's lag.
@@ -35,6 +43,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 ERROR_TYPES = {
@@ -74,6 +83,29 @@ def default_quota_limits() -> list[dict[str, Any]]:
         },
         {"type": "TIME_LIMIT", "unit": 5, "number": 1, "percentage": 99, "usage": 100},
     ]
+
+
+@dataclass(frozen=True)
+class ZaiRefusal:
+    status: int
+    old_envelope: bool  # True: the code in error.type; False: error.type Anthropic-like + error.code
+    message: str  # "{reset}" is replaced by the reset time in Beijing time
+    retry_after_ms: bool = False
+
+
+#: Z.AI's refusals as the fake sends them (shapes reported in public issue threads and its docs).
+ZAI_REFUSALS: dict[str, ZaiRefusal] = {
+    "1001": ZaiRefusal(401, False, "Authorization Token Missing or invalid"),
+    "1113": ZaiRefusal(429, True, "Insufficient balance or no resource package. Please recharge."),
+    "1211": ZaiRefusal(400, False, "Unknown Model, please check the model code."),
+    "1301": ZaiRefusal(400, False, "System detected potentially unsafe or sensitive content."),
+    "1302": ZaiRefusal(429, False, "High concurrency usage of this API, please reduce concurrency."),
+    "1303": ZaiRefusal(429, False, "High frequency usage of this API, please reduce frequency."),
+    "1305": ZaiRefusal(529, False, "The service may be temporarily overloaded, please try again later"),
+    "1308": ZaiRefusal(429, False, "Usage limit reached for 5 hour. Your limit will reset at {reset}"),
+    "1310": ZaiRefusal(429, False, "Weekly/Monthly Limit Exhausted. Your limit will reset at {reset}", True),
+}
+BEIJING = timezone(timedelta(hours=8))
 
 
 @dataclass
@@ -175,6 +207,12 @@ class FakeUpstream:
         # Z.AI's quota meter (see quota_requests): the limits it reports, or a failure mode.
         self.quota_limits: list[dict[str, Any]] = default_quota_limits()
         self.quota_mode = "ok"  # "ok", "404" or "garbage"
+
+        # Z.AI flavour (see the module doc): the stream shape and the sticky refusal.
+        self.flavour = "anthropic"
+        self.zai_refusal: str | None = None
+        self.zai_reset_at: datetime | None = None  # default: an hour from now
+        self.zai_retry_after_ms: int = 3_600_000
         self._gate = threading.Event()
         self.gate_timed_out = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -223,6 +261,7 @@ class FakeUpstream:
     def reset(self) -> None:
         self.received.clear()
         self.behaviour = "ok"
+        self.zai_refusal = None
         self._gate.clear()
         self.gate_timed_out = False
 
@@ -299,6 +338,8 @@ class FakeUpstream:
             extra = {"retry-after": self.retry_after} if self.retry_after else {}
             await self._send_json(writer, status, body, extra)
             return True
+        if path.endswith("/v1/messages") and await self._zai_refuse(request, writer):
+            return True
         if path.endswith("/v1/messages/count_tokens"):
             await self._send_json(writer, 200, {"input_tokens": self.input_tokens})
             return True
@@ -313,7 +354,7 @@ class FakeUpstream:
         stream = isinstance(payload, dict) and payload.get("stream") is True
         reply = self.script(request) if self.script else None
         if not stream:
-            message = self._message(model)
+            message = self._zai_message(model) if self.flavour == "zai" else self._message(model)
             if reply is not None:
                 message.update(content=list(reply.content), stop_reason=reply.stop_reason)
             await self._send_json(writer, 200, message)
@@ -445,6 +486,8 @@ class FakeUpstream:
         }
         writer.write(self._head(200, headers))
         events = self.events(model) if reply is None else self.scripted_events(model, reply)
+        if self.flavour == "zai" and reply is None:
+            events = self.zai_events(model)
         if timed:  # the text deltas become `timed` stamped ones (see the module docstring)
             stamp = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"@T@"}}\n\n'
             events = events[:3] + [stamp] * timed + events[7:]
@@ -479,3 +522,56 @@ class FakeUpstream:
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return True
+
+    # --- Z.AI flavour (issue 15; the quota endpoint lives in its own block) ----------------------
+    async def _zai_refuse(self, request: Received, writer: asyncio.StreamWriter) -> bool:
+        """Refuse with Z.AI's envelope when a code is asked for (sticky or per request)."""
+        code = request.header("x-fake-zai-refusal") or self.zai_refusal
+        spec = ZAI_REFUSALS.get(code) if code else None
+        if code is None or spec is None:
+            return False
+        reset = self.zai_reset_at or datetime.now(BEIJING) + timedelta(hours=1)
+        message = spec.message.format(reset=reset.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S"))
+        error: dict[str, Any] = (
+            {"type": code, "message": message}
+            if spec.old_envelope
+            else {"type": ERROR_TYPES.get(spec.status, "api_error"), "code": code, "message": message}
+        )
+        extra = {"retry-after-ms": str(self.zai_retry_after_ms)} if spec.retry_after_ms else {}
+        await self._send_json(writer, spec.status, {"type": "error", "error": error}, extra)
+        return True
+
+    def _zai_usage(self) -> dict[str, Any]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_input_tokens": self.cache_read_input_tokens,
+            "server_tool_use": {"web_search_requests": 0},
+            "service_tier": "standard",
+        }
+
+    def _zai_message(self, model: Any) -> dict[str, Any]:
+        message = self._message(model)
+        message["id"] = f"msg_{time.strftime('%Y%m%d%H%M%S')}{self.name}"
+        message["usage"] = self._zai_usage()
+        return message
+
+    def zai_events(self, model: Any) -> list[bytes]:
+        """Z.AI's stream: usage 0/0 at the start, a ping, the real counts in message_delta only."""
+        start = self._zai_message(model)
+        start.update(content=[], stop_reason=None, usage={"input_tokens": 0, "output_tokens": 0})
+        events: list[tuple[str, dict[str, Any]]] = [
+            ("message_start", {"type": "message_start", "message": start}),
+            ("ping", {"type": "ping"}),
+            *block_events(0, {"type": "text", "text": self.reply_text}),
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": self._zai_usage(),
+                },
+            ),
+            ("message_stop", {"type": "message_stop"}),
+        ]
+        return [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events]

@@ -247,3 +247,14 @@ def test_live_view_waits_for_a_stopped_daemon(make_daemon, upstreams) -> None:
 def test_only_the_live_view_says_how_to_quit() -> None:
     assert "q or Ctrl-C quits" in text_of(render(fake_status()))
     assert "quits" not in text_of(render(fake_status(), live=False))
+
+
+def test_frame_names_a_held_lane_in_plain_words() -> None:
+    held = fake_status()
+    hold = {"cls": "billing", "code": "1113", "status": 429, "words": "insufficient balance", "message": "x"}
+    held["lanes"]["zai"] = lane(
+        requests=1, hold={**hold, "since": "2025-01-01T00:00:00+00:00", "until": None}
+    )
+    text = text_of(render(held))
+    assert cells(text, "zai")["state"] == "held: billing"
+    assert "zai: insufficient balance (1113) — top up, then `ccctl lane reset zai`" in text

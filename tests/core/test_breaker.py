@@ -86,7 +86,7 @@ def trip(breaker: CircuitBreaker) -> None:
         (529, None, SERVER),
         (None, "connect failure: [Errno 111] Connection refused", CONNECT),
         (None, "Name or service not known", CONNECT),
-        (None, "connect failure: TimeoutError", TIMEOUT),
+        (None, "connect failure: TimeoutError", CONNECT),  # a connect timeout: nothing answered
         (None, "Connection timed out", TIMEOUT),
         (200, "upstream drop: peer closed connection without sending complete message body", DROP),
         (200, "read timeout after 300 s", TIMEOUT),
@@ -140,6 +140,21 @@ def test_starts_closed_and_grants_plain_permits(clock: FakeClock) -> None:
     assert breaker.record_success(permit) is None
 
 
+def test_one_connect_failure_opens_at_once(clock: FakeClock) -> None:
+    # Issue 15: an unreachable lane is known at the first refused/DNS/TLS/connect-timeout failure,
+    # so Claude Code's own retry of that call already lands on the default lane.
+    breaker = make(clock)
+    assert fail(breaker, CONNECT, None) is BreakerState.OPEN
+    assert not breaker.allows_request()
+    snap = breaker.snapshot()
+    assert snap["open_reason"] == CONNECT
+    assert snap["message"] == "Z.AI unreachable (connect failure)"
+    clock.advance(snap["retry_in_s"] or 0)
+    trial = breaker.acquire()
+    assert trial is not None and trial.trial
+    assert breaker.record_success(trial) is BreakerState.CLOSED
+
+
 def test_opens_at_threshold_within_window(clock: FakeClock) -> None:
     breaker = make(clock)
     assert fail(breaker) is None
@@ -147,14 +162,14 @@ def test_opens_at_threshold_within_window(clock: FakeClock) -> None:
     assert fail(breaker, RATE_LIMIT, 429) is None
     assert breaker.allows_request()
     clock.advance(10)
-    assert fail(breaker, CONNECT, None) is BreakerState.OPEN
+    assert fail(breaker, SERVER, 503) is BreakerState.OPEN
     assert breaker.state() is BreakerState.OPEN
     assert not breaker.allows_request()
     assert breaker.acquire() is None
     snap = breaker.snapshot()
     assert snap["state"] == "open"
-    assert snap["open_reason"] == CONNECT
-    assert snap["message"] == "3 failures in 60 s (last: connect failure)"
+    assert snap["open_reason"] == SERVER
+    assert snap["message"] == "3 failures in 60 s (last: 503 server error)"
     assert snap["retry_in_s"] == 30.0
 
 
