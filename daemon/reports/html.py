@@ -279,7 +279,7 @@ RENDERED = """
 
 
 def _holds_block(dated: list[tuple[datetime, Record]], default_lane: str | None) -> str:
-    """The calls lane holds sent to the default lane, in plain words (issue 15); empty without."""
+    """The calls lane holds sent to the default lane, in plain words; empty without."""
     holds: dict[str, list[datetime]] = {}
     for stamp, record in dated:
         if record.get("reason") == "lane_hold":

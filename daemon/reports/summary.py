@@ -162,7 +162,7 @@ def summarize(
     offload_models: dict[str, dict[str, Any]] = {}
     first: datetime | None = None
     last: datetime | None = None
-    # Issue 15: calls a lane hold sent to the default lane (by the hold's class), and the refused
+    # Calls a lane hold sent to the default lane (by the hold's class), and the refused
     # offload attempts by their refusal class.
     holds: dict[str, dict[str, Any]] = {}
     refusals: Counter[str] = Counter()

@@ -523,7 +523,7 @@ class FakeUpstream:
         await writer.drain()
         return True
 
-    # --- Z.AI flavour (issue 15; the quota endpoint lives in its own block) ----------------------
+    # --- Z.AI flavour (the quota endpoint lives in its own block) -------------------------------
     async def _zai_refuse(self, request: Received, writer: asyncio.StreamWriter) -> bool:
         """Refuse with Z.AI's envelope when a code is asked for (sticky or per request)."""
         code = request.header("x-fake-zai-refusal") or self.zai_refusal

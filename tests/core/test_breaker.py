@@ -141,7 +141,7 @@ def test_starts_closed_and_grants_plain_permits(clock: FakeClock) -> None:
 
 
 def test_one_connect_failure_opens_at_once(clock: FakeClock) -> None:
-    # Issue 15: an unreachable lane is known at the first refused/DNS/TLS/connect-timeout failure,
+    # An unreachable lane is known at the first refused/DNS/TLS/connect-timeout failure,
     # so Claude Code's own retry of that call already lands on the default lane.
     breaker = make(clock)
     assert fail(breaker, CONNECT, None) is BreakerState.OPEN

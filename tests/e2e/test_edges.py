@@ -1,4 +1,4 @@
-"""Small edges of ccctl and ccmitmd against the real daemon (issue 14, item 7): a fixed key file
+"""Small edges of ccctl and ccmitmd against the real daemon: a fixed key file
 without a reload, the kill-switch in `config show`, a busy port at start, `ccctl status` wording."""
 
 from __future__ import annotations

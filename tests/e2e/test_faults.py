@@ -104,7 +104,7 @@ def test_an_unreachable_offload_lane_fails_fast_and_trips_the_breaker(make_daemo
     assert post(daemon).status_code == 502  # mitmproxy's answer; Claude Code retries it
     lines = daemon.wait_usage(1)
     assert lines[0]["error"].startswith("connect failure")
-    # One connect failure is enough (issue 15): the retry already goes to Anthropic.
+    # One connect failure is enough: the retry already goes to Anthropic.
     assert post(daemon).status_code == 200
     assert daemon.wait_usage(2)[-1]["reason"] == "breaker"
     assert len(anthropic_up.messages()) == 1

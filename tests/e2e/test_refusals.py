@@ -1,4 +1,4 @@
-"""Z.AI as it really is, against the real daemon and the fake's Z.AI flavour (issue 15): its stream
+"""Z.AI as it really is, against the real daemon and the fake's Z.AI flavour: its stream
 shape, its refusals (a hold at the first quota/billing refusal, one trial after the reset), and an
 unreachable lane known at once."""
 

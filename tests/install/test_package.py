@@ -203,7 +203,7 @@ def test_every_package_the_tests_import_is_declared_with_the_test_extras() -> No
 
 
 def test_the_check_finds_an_undeclared_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The check must be able to fail: ruamel.yaml imported but not declared is what issue 14 found.
+    # The check must be able to fail: ruamel.yaml imported but not declared is what a fresh pip install once hit.
     monkeypatch.setattr(sys.modules[__name__], "REPO_ROOT", tmp_path)
     (tmp_path / "mod.py").write_text(
         "def f():\n    from ruamel.yaml import YAML\n    import os, yaml\n"

@@ -1,4 +1,4 @@
-"""Holds in the reports (issue 15): verify counts lane_hold as explained; summarize and REPORT.html
+"""Holds in the reports: verify counts lane_hold as explained; summarize and REPORT.html
 say in plain words what the hold sent where."""
 
 from __future__ import annotations
