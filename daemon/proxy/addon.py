@@ -22,6 +22,7 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 
 from ccmitm.core.breaker import AUTH, RATE_LIMIT, SERVER, is_breaker_failure
 from ccmitm.core.crosslane import strip_foreign_thinking
+from ccmitm.core.redact import redact_text
 from ccmitm.core.refusals import HOLDING, Refusal, RefusalClass, classify
 from ccmitm.core.routing import Reason, RequestFacts, Route, decide, model_of
 from ccmitm.core.sse import Usage, UsageReader, is_event_stream
@@ -324,6 +325,10 @@ class Router:
         kind = is_breaker_failure(status, None)
         headers = state.refusal_headers or {}
         refusal = classify(status, response.get_content(strict=False), headers, self.runtime.wall())
+        if refusal is not None and refusal.message:
+            # The upstream's own words reach `ccctl status`: an upstream may echo a key in them.
+            keys = tuple(lane.key for lane in self.runtime.active.lanes.values() if lane.key)
+            refusal = replace(refusal, message=redact_text(clean_text(refusal.message) or "", keys))
         state.refusal = str(refusal.cls) if refusal is not None else None
         if refusal is None and kind not in FAILOVER_KINDS:
             self._record_outcome(state, None, status, None)

@@ -202,3 +202,16 @@ def test_a_quota_hold_survives_a_rule_change_but_not_a_new_key(held: tuple[Fixtu
     loaded = fx.runtime.active.loaded
     fx.runtime.swap(Snapshot.build(loaded, {"ZAI_API_KEY": ZAI_KEY + "-new"}))
     assert not fx.runtime.holds["zai"].held
+
+
+def test_an_upstream_message_echoing_a_key_never_reaches_status(held: tuple[Fixture, Wall]) -> None:
+    """Z.AI's message is shown by `ccctl status`: a key it echoes (the lane's, or any pattern)
+    is scrubbed first, and control characters cannot break the line."""
+    fx, _wall = held
+    echoed = f"Insufficient balance for key bad{ZAI_KEY}\r\nx-api-key: sk-ant-api03-{'A' * 40}"
+    _call_with_headers(fx, False, refusal("1113", echoed, old=True))
+    snap = fx.runtime.holds["zai"].snapshot()
+    assert snap is not None and snap["cls"] == "billing"
+    shown = json.dumps(snap)
+    assert ZAI_KEY not in shown and "sk-ant-api03-" not in shown and "\\r" not in shown
+    assert "Insufficient balance" in snap["message"]
