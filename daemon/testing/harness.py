@@ -26,7 +26,7 @@ import yaml
 from ccmitm.core.redact import scan_text
 from ccmitm.paths import write_atomic
 from ccmitm.reports.secretscan import scan_tree
-from ccmitm.testing.ports import free_port
+from ccmitm.testing.ports import free_ports
 
 # A method below is called signal(); the default stop signal is bound here, outside the class.
 _SIGTERM = signal.SIGTERM
@@ -49,11 +49,12 @@ def clean_environ(environ: Mapping[str, str]) -> dict[str, str]:
 def private_config(root: Path, anthropic_url: str, zai_url: str) -> dict[str, Any]:
     """A config for a private daemon: free loopback ports, everything it writes under ``root``,
     Haiku to the fake Z.AI (as ``glm-4.5-air``), everything else to the fake Anthropic."""
+    port, reverse_port = free_ports(2)
     return {
         "proxy": {
             "host": "127.0.0.1",
-            "port": free_port(),
-            "reverse_port": free_port(),
+            "port": port,
+            "reverse_port": reverse_port,
             "confdir": str(root / "mitmproxy"),
             "http2": True,
             "intercept_hosts": ["api.anthropic.com"],

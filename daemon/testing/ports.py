@@ -14,6 +14,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` different free loopback ports. The sockets stay bound until all are picked: two
+    calls of :func:`free_port` in a row may get the same port back from the kernel."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+
+
 def wait_port(port: int, timeout: float = 20.0) -> None:
     """Until something accepts connections on 127.0.0.1:``port`` (bounded by ``timeout``)."""
     deadline = time.monotonic() + timeout
