@@ -29,6 +29,16 @@ ZAI_KEY = "0123456789abcdef0123456789abcdef.TestZaiKey123456"
 ALL_SECRETS = (CLIENT_API_KEY, CLIENT_OAUTH_TOKEN, ZAI_KEY)
 
 
+#: How the tests run the Claude Code CLI: the client's planted API key, and none of its own
+#: traffic (telemetry, update checks) that would leave loopback.
+CLAUDE_CODE_ENV = {
+    "ANTHROPIC_API_KEY": CLIENT_API_KEY,
+    "DISABLE_TELEMETRY": "1",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "DISABLE_AUTOUPDATER": "1",
+}
+
+
 def sha(value: str | None) -> str | None:
     return hashlib.sha256(value.encode()).hexdigest() if value is not None else None
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ccmitm.testing.fakeupstream import Received, Reply
-from tests.helpers import CLIENT_API_KEY, ZAI_KEY, Daemon, sha
+from tests.helpers import CLAUDE_CODE_ENV, CLIENT_API_KEY, ZAI_KEY, Daemon, sha
 
 pytestmark = [pytest.mark.e2e, pytest.mark.claude]
 
@@ -33,10 +33,7 @@ def run_claude(
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(daemon.home),
-        "ANTHROPIC_API_KEY": CLIENT_API_KEY,
-        "DISABLE_TELEMETRY": "1",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "DISABLE_AUTOUPDATER": "1",
+        **CLAUDE_CODE_ENV,
         **wiring,
     }
     return subprocess.run(

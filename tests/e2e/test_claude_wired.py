@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_claude_code import claude_bin  # noqa: F401 - the fixture
-from tests.helpers import CLIENT_API_KEY, REPO_ROOT, Daemon, post
+from tests.helpers import CLAUDE_CODE_ENV, REPO_ROOT, Daemon, post
 
 pytestmark = [pytest.mark.e2e, pytest.mark.claude]
 
@@ -45,10 +45,7 @@ def wired_bash(
     env = {
         **daemon.env(),
         "PATH": f"{claude.parent}:{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "ANTHROPIC_API_KEY": CLIENT_API_KEY,
-        "DISABLE_TELEMETRY": "1",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "DISABLE_AUTOUPDATER": "1",
+        **CLAUDE_CODE_ENV,
     }
     return subprocess.run(
         [*SHELL_ARGV[shell], script],
