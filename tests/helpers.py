@@ -73,7 +73,7 @@ def post(
     return httpx.post(
         (base or daemon.reverse_url) + "/v1/messages",
         json={"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}], **body},
-        headers={"x-api-key": CLIENT_API_KEY, **(headers or {})},
+        headers={"x-api-key": CLIENT_API_KEY, **daemon.auth_headers, **(headers or {})},
         timeout=30,
     )
 

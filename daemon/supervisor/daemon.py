@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +30,7 @@ from ccmitm.config.model import Config
 from ccmitm.control.protocol import ControlError, ReloadReply, ReopenReply, RotateReply
 from ccmitm.control.server import ControlServer
 from ccmitm.logs.daemonlog import DaemonLog
-from ccmitm.logs.usage import UsageLog
+from ccmitm.logs.usage import UsageLog, UsageRecord
 from ccmitm.proxy.addon import Router
 from ccmitm.proxy.master import ListenerError, Proxy, secure_confdir
 from ccmitm.proxy.state import PauseStore, Runtime, Snapshot
@@ -118,7 +119,10 @@ class Daemon:
         self.usage = UsageLog(
             Path(config.logs.dir), config.logs.rotate_bytes, config.logs.keep, config.logs.daily
         )
-        self.router = Router(self.runtime, self.usage.write)
+        # Everything that learns from a finished call (the usage log first, then counters and
+        # exporters) gets the same record, on the proxy's event loop; each must return at once.
+        self.record_observers: list[Callable[[UsageRecord], None]] = [self.usage.write]
+        self.router = Router(self.runtime, self._publish)
         self.quota = QuotaMeter(self.runtime)
         self.proxy: Proxy | None = None
         self.notifier = Notifier.from_env()
@@ -132,6 +136,10 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
+
+    def _publish(self, record: UsageRecord) -> None:
+        for observer in self.record_observers:
+            observer(record)
 
     # --- lifecycle -----------------------------------------------------------------------------
     async def run(self) -> int:

@@ -131,12 +131,38 @@ class PrivateDaemon:
         return Path(self.config["proxy"]["confdir"]) / "mitmproxy-ca-cert.pem"
 
     @property
+    def token_path(self) -> Path:
+        return self.state_dir / "client-token"
+
+    @property
+    def token(self) -> str | None:
+        """The client token the daemon created at its first start (None before, or with auth off)."""
+        try:
+            return self.token_path.read_text().strip() or None
+        except OSError:
+            return None
+
+    @property
     def proxy_url(self) -> str:
+        """The intercepting listener as a wired client sees it: with the token as proxy credentials."""
+        token = self.token
+        credentials = f"ccmitm:{token}@" if token else ""
+        return f"http://{credentials}127.0.0.1:{self.port}"
+
+    @property
+    def bare_proxy_url(self) -> str:
+        """The intercepting listener without credentials, as an unwired local process would use it."""
         return f"http://127.0.0.1:{self.port}"
 
     @property
     def reverse_url(self) -> str:
         return f"http://127.0.0.1:{self.reverse_port}"
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """The header a wired client sends to the reverse listener (empty with auth off)."""
+        token = self.token
+        return {"x-ccmitm-token": token} if token else {}
 
     def env(self) -> dict[str, str]:
         env = clean_environ(os.environ)
