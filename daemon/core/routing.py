@@ -28,6 +28,9 @@ class Reason(StrEnum):
     )
     FAILOVER = "failover"  # the rule's lane failed before the first byte; retried once on the default lane
     LANE_HOLD = "lane_hold"  # the rule's lane is held (quota used up, no balance, bad key or model)
+    # Answered by ccmitm itself; no lane was contacted (the usage line's lane is null):
+    UNAUTHENTICATED = "unauthenticated"  # the client did not present ccmitm's client token
+    REJECTED = "rejected"  # a request ccmitm refuses to forward (malformed, ambiguous or too large)
 
 
 #: Reasons that explain a request a rule sent elsewhere landing on the default lane.
@@ -41,6 +44,9 @@ OVERRIDE_REASONS = frozenset(
         Reason.LANE_HOLD,
     }
 )
+
+#: Reasons of requests answered by ccmitm without contacting any lane.
+LOCAL_REASONS = frozenset({Reason.UNAUTHENTICATED, Reason.REJECTED})
 
 
 @dataclass(frozen=True)

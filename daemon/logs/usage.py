@@ -79,7 +79,7 @@ class UsageRecord:
     ts: str
     id: str
     listener: str  # "intercept" or "reverse"
-    lane: str
+    lane: str | None  # None: answered by ccmitm itself, no lane contacted (reason says why)
     rule: str | None
     reason: str
     method: str

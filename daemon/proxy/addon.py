@@ -129,6 +129,49 @@ class Router:
     async def done(self) -> None:
         await self.failover_client.close()
 
+    def answer_locally(
+        self,
+        flow: http.HTTPFlow,
+        response: http.Response,
+        reason: Reason,
+        error: str,
+    ) -> None:
+        """Answer ``flow`` here, contacting no lane, and write its usage line (lane null).
+
+        For requests ccmitm refuses before routing: a missing client token, a malformed or
+        ambiguous request. ``error`` goes into the usage line: plain words, never a value the
+        client sent (it may be a credential)."""
+        flow.response = response
+        now = time.time()
+        started = flow.request.timestamp_start or now
+        self.sink(
+            UsageRecord(
+                ts=datetime.fromtimestamp(started, UTC).isoformat(timespec="milliseconds"),
+                id=flow.id,
+                listener=_listener(flow),
+                lane=None,
+                rule=None,
+                reason=str(reason),
+                method=clean_text(flow.request.method, 16) or "",
+                path=clean_text(flow.request.path.partition("?")[0]) or "",
+                model=None,
+                upstream_model=None,
+                status=response.status_code,
+                stream=False,
+                ttfb_ms=None,
+                duration_ms=_ms(now - started),
+                input_tokens=None,
+                output_tokens=None,
+                cache_read_input_tokens=None,
+                cache_creation_input_tokens=None,
+                header_mode="none",
+                http_version=flow.request.http_version,
+                upstream_http_version=None,
+                session=None,
+                error=clean_text(error),
+            )
+        )
+
     # --- hooks ---------------------------------------------------------------------------------
     def _too_large(self, flow: http.HTTPFlow, size: int) -> bool:
         limit = self.runtime.active.config.proxy.max_body_bytes
