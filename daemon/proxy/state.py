@@ -352,6 +352,8 @@ class Runtime:
 
     def record(self, record: UsageRecord, failed: bool) -> None:
         """Count one finished call for status: requests, errors, latency, request class, tokens."""
+        if record.lane is None:  # answered by ccmitm itself: no lane to count it for
+            return
         stats = self.stats.setdefault(record.lane, LaneStats())
         stats.requests += 1
         stats.request_classes[record.request_class or UNMARKED] += 1
