@@ -136,8 +136,9 @@ print("seccomp", [l.split()[1] for l in open("/proc/self/status") if l.startswit
 
 
 def test_the_filter_refuses_what_the_unit_forbids(tmp_path: Path) -> None:
-    """Each refused call here succeeds for root without the filter (the tests run as root in CI),
-    so a helper that loaded nothing would fail this test."""
+    """Without a filter, setuid to one's own uid, nice(0), a netlink socket and a setuid bit on
+    one's own file all succeed for any user (and unshare for root, as in CI), so a helper that
+    loaded nothing, or a unit that lost a line, fails this test."""
     seccomp_ready()
     unit = render_unit(tmp_path)
     result = subprocess.run(
@@ -212,7 +213,11 @@ def test_daemon_proxies_tls_under_the_units_filter(
         lanes = [(line["lane"], line["model"]) for line in daemon.wait_usage(4)]
         assert sorted(lanes) == sorted([("zai", HAIKU), ("anthropic", SONNET)] * 2), lanes
         assert len(zai.messages()) == 2 and len(anthropic.messages()) == 2
+        # The daemon's own file work under the filter: rotation, a config reload, a bundle.
+        for command in ("rotate", "reload", "bundle"):
+            daemon.ccctl(command, check=True, timeout=120)
         assert "Operation not permitted" not in daemon.stderr()
     finally:
-        daemon.stop()
+        code = daemon.stop()
+    assert code == 0, daemon.stderr()  # SIGTERM drains and exits cleanly under the filter too
     assert daemon.secret_findings() == []

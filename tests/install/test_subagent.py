@@ -3,6 +3,7 @@ of what ccmitm wrote, and only --force replaces or removes anything else, keepin
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -157,3 +158,18 @@ def test_ccctl_reports_the_refusal_and_the_backup(tmp_path: Path) -> None:
     assert forced.returncode == 0, forced.stderr
     (backup,) = backups(agent)
     assert str(backup) in forced.stdout and backup.read_text() == mine
+
+
+def test_backup_is_a_copy_where_hard_links_are_refused(agent: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    subagent.install(agent, now=NOW)
+    agent.chmod(0o600)
+    mine = edited(agent)
+
+    def no_links(src: object, dst: object) -> None:
+        raise PermissionError(errno.EPERM, "hard links not supported here")
+
+    monkeypatch.setattr(os, "link", no_links)
+    forced = subagent.install(agent, force=True, now=NOW)
+    assert forced.backup is not None and forced.backup.read_text() == mine
+    assert forced.backup.stat().st_mode & 0o777 == 0o600, "the copy keeps the file's mode"
+    assert agent.read_text() == subagent.render()
