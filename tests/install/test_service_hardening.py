@@ -182,6 +182,7 @@ def seccomp_mode(pid: int) -> str:
     return next(line.split()[1] for line in status.splitlines() if line.startswith("Seccomp:"))
 
 
+@pytest.mark.e2e
 def test_daemon_proxies_tls_under_the_units_filter(
     tmp_path: Path, upstreams: tuple[FakeUpstream, FakeUpstream]
 ) -> None:
