@@ -165,27 +165,16 @@ class OtlpMetrics:
         )
         self._read_state = read_state
         self._reading: tuple[float, StateReading | None] = (-READING_TTL_S, None)
-        meter.create_observable_gauge(
-            "ccmitm.lane.available",
-            [self._available],
-            unit="1",
-            description="1 when the lane would take a call now.",
+        # The state gauges, read once per collection (see _state), as Prometheus reads them per scrape.
+        gauges = (
+            ("ccmitm.lane.available", self._available, "1", "1 when the lane would take a call now."),
+            ("ccmitm.breaker.state", self._breaker, "1", "0 closed, 1 half open, 2 open."),
+            ("ccmitm.lane.hold", self._hold, "1", "1 while the lane is held for a refusal of this class."),
+            ("ccmitm.paused", self._paused, "1", "1 while the kill-switch is on."),
+            ("ccmitm.quota.used", self._quota, "%", "Share of the lane's quota window used."),
         )
-        meter.create_observable_gauge(
-            "ccmitm.breaker.state", [self._breaker], unit="1", description="0 closed, 1 half open, 2 open."
-        )
-        meter.create_observable_gauge(
-            "ccmitm.lane.hold",
-            [self._hold],
-            unit="1",
-            description="1 while the lane is held for a refusal of this class.",
-        )
-        meter.create_observable_gauge(
-            "ccmitm.paused", [self._paused], unit="1", description="1 while the kill-switch is on."
-        )
-        meter.create_observable_gauge(
-            "ccmitm.quota.used", [self._quota], unit="%", description="Share of the lane's quota window used."
-        )
+        for name, callback, unit, description in gauges:
+            meter.create_observable_gauge(name, [callback], unit=unit, description=description)
 
     # --- recording (event loop) ------------------------------------------------------------------
     def observe(self, m: Measures) -> None:

@@ -106,7 +106,12 @@ class Telemetry:
             return
         if self._server is not None:
             return
-        module = await asyncio.to_thread(_import_prometheus)
+        try:
+            module = await asyncio.to_thread(_import_prometheus)
+        except ImportError as exc:  # a broken install must not take the proxy down
+            self._server_error = f"prometheus_client is not importable: {exc}"
+            log.error("metrics.listen: %s", self._server_error)
+            return
         if self._prometheus is None:
             assert self._source is not None
             self._prometheus = module.PrometheusMetrics(self._source, self._version)
@@ -135,11 +140,17 @@ class Telemetry:
             return
         if not on:
             return
-        module = await asyncio.to_thread(_import_otlp)
         source = self._source
         assert source is not None
         version, environ = self._version, self._environ
-        otlp = await asyncio.to_thread(module.OtlpMetrics, source, version, include_session, environ)
+        try:
+            module = await asyncio.to_thread(_import_otlp)
+            otlp = await asyncio.to_thread(module.OtlpMetrics, source, version, include_session, environ)
+        except Exception as exc:  # e.g. an unusable OTEL_* value: the proxy serves on without export
+            # The exception's class only: its text could quote a variable, and OTEL_* values
+            # (the headers) hold the collector's credentials.
+            log.error("OTLP export cannot start (%s): check the OTEL_* variables", type(exc).__name__)
+            return
         self._otlp = otlp
         log.info("OTLP export on: metrics go to %s", otlp.counts.endpoint)
 
