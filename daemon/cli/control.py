@@ -141,6 +141,18 @@ def format_status(status: StatusReply) -> str:
         outcome = "ok" if last["ok"] else f"error: {last['error']}"
         lines.append(f"bundle:    last {when(last['at'])} {outcome} {last['path'] or ''}".rstrip())
     lines.append(f"logs:      {status['logs']['usage']}")
+    telemetry = status.get("telemetry")
+    if telemetry and (telemetry["prometheus"] or telemetry["prometheus_error"] or telemetry["otlp"]):
+        parts = []
+        if telemetry["prometheus"] or telemetry["prometheus_error"]:
+            served = telemetry["prometheus"] or f"not served: {telemetry['prometheus_error']}"
+            parts.append(f"prometheus {served}")
+        if telemetry["otlp"]:
+            parts.append(
+                f"otlp {telemetry['otlp']} ({telemetry['otlp_exports']} exports, "
+                f"{telemetry['otlp_failed']} failed/dropped)"
+            )
+        lines.append(f"metrics:   {'; '.join(parts)}")
     return "\n".join(lines)
 
 

@@ -170,6 +170,14 @@ class BundleStatus(TypedDict):
     last: BundleRun | None
 
 
+class TelemetryStatus(TypedDict):
+    prometheus: str | None  # the /metrics URL while it is served
+    prometheus_error: str | None  # why metrics.listen is not served (e.g. the port is taken)
+    otlp: str | None  # the collector's metrics URL (no credentials) while OTLP export is on
+    otlp_exports: int  # exports the collector accepted
+    otlp_failed: int  # exports that failed: their points were dropped
+
+
 class StatusReply(TypedDict):
     running: bool
     pid: int
@@ -189,6 +197,7 @@ class StatusReply(TypedDict):
     jobs: list[JobStatus]
     bundle: BundleStatus
     now: str
+    telemetry: NotRequired[TelemetryStatus]
 
 
 class PauseReply(TypedDict):

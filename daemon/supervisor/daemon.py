@@ -41,6 +41,7 @@ from ccmitm.supervisor.housekeeping import Housekeeping
 from ccmitm.supervisor.notify import Notifier
 from ccmitm.supervisor.quota import QuotaMeter
 from ccmitm.supervisor.watcher import ConfigWatcher
+from ccmitm.telemetry.service import Telemetry
 
 log = logging.getLogger("ccmitm")
 
@@ -124,6 +125,11 @@ class Daemon:
         self.record_observers: list[Callable[[UsageRecord], None]] = [self.usage.write]
         self.router = Router(self.runtime, self._publish)
         self.quota = QuotaMeter(self.runtime)
+        # Prometheus and OTLP: off unless configured; fed the same records as the usage log.
+        self.telemetry = Telemetry(
+            self.runtime, self.quota.status, lambda: self.router.in_flight, __version__
+        )
+        self.record_observers.append(self.telemetry.observe)
         self.proxy: Proxy | None = None
         self.notifier = Notifier.from_env()
         self.control = ControlServer(config.socket_path(), control_handlers(self))
@@ -166,6 +172,7 @@ class Daemon:
         secure_confdir(Path(config.proxy.confdir))
         self._write_pid()
         self._save_last_good()
+        await self.telemetry.configure(config)
         self.watcher.start()
         self.housekeeping.start(config.bundle)
         self._spawn(self.quota.run())
@@ -202,6 +209,7 @@ class Daemon:
             task.cancel()
         await self.quota.close()
         await self.proxy.shutdown()
+        await self.telemetry.close()  # after the proxy: the last calls are in the last export
         self.usage.close()
         self._save_signatures()
         with contextlib.suppress(FileNotFoundError):
@@ -320,6 +328,7 @@ class Daemon:
             self.runtime.swap(snapshot)
             self._publish_secrets(snapshot)
             self._apply_edges(loaded)
+            await self.telemetry.configure(loaded.config)
             self._save_last_good()
             changed = _changed_sections(previous.config.redacted(), loaded.config.redacted())
             log.info(

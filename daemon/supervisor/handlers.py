@@ -181,4 +181,5 @@ def status_reply(daemon: Daemon) -> StatusReply:
             else None,
         },
         "now": datetime.now(UTC).isoformat(timespec="seconds"),
+        "telemetry": daemon.telemetry.status(),
     }
