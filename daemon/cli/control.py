@@ -16,9 +16,10 @@ import click
 from ccmitm import paths
 from ccmitm.cli.common import config_path, daemon_call, echo_json, fail, load_config
 from ccmitm.control.client import is_running
-from ccmitm.control.protocol import LaneQuota, QuotaWindow, StatusReply
-from ccmitm.core.refusals import plain_words
-from ccmitm.install import wiring
+from ccmitm.control.protocol import LaneQuota, QuotaWindow, SessionReply, StatusReply
+
+# Heavier modules (the core's refusal table, the shell wiring, the config model) are imported
+# inside the commands that need them: `ccctl status`, `pause` and `resume` load only this file.
 
 
 # --- status --------------------------------------------------------------------------------------
@@ -67,6 +68,7 @@ def format_quota(quota: LaneQuota | None, now: datetime | None = None) -> str | 
 
 def format_status(status: StatusReply) -> str:
     """`ccctl status` for a reader: booleans as yes/no, times to the second."""
+    from ccmitm.core.refusals import plain_words
 
     def yes_no(value: bool) -> str:
         return "yes" if value else "no"
@@ -182,6 +184,23 @@ def resume(ctx: click.Context, as_json: bool) -> None:
 
 
 @click.command()
+@click.option("--id", "session_id", metavar="SESSION", help="Claude Code's session id.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def session(ctx: click.Context, session_id: str | None, as_json: bool) -> None:
+    """One Claude Code session's calls per lane and savings (what `ccctl statusline` shows)."""
+    from ccmitm.cli.statusline import line
+
+    result: SessionReply = daemon_call(ctx, "session", timeout=5.0, session=session_id)
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(
+            line(result, {"session_id": session_id}, "{lane} · {calls} · {offloaded} · {saved}{state}", False)
+        )
+
+
+@click.command()
 @click.pass_context
 def reload(ctx: click.Context) -> None:
     """Re-read the config file now (the daemon also does this by itself on every save)."""
@@ -258,6 +277,8 @@ class LaunchError(Exception):
 @click.pass_context
 def start(ctx: click.Context, timeout: float) -> None:
     """Start ccmitmd in the background (for machines without a service manager)."""
+    from ccmitm.install import wiring
+
     config = load_config(ctx)
     socket_path = config.socket_path()
     if is_running(socket_path):
@@ -319,4 +340,4 @@ def lane_reset(ctx: click.Context, name: str, as_json: bool) -> None:
         click.echo(f"{name}: was not held; its breaker is closed")
 
 
-COMMANDS = [status, pause, resume, reload, rotate, reopen_logs, start, stop, lane]
+COMMANDS = [status, pause, resume, session, reload, rotate, reopen_logs, start, stop, lane]

@@ -19,12 +19,11 @@ from typing import Any
 
 import click
 from rich.console import Console, Group, RenderableType
-from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ccmitm.cli.common import load_config
 from ccmitm.cli.control import format_quota
+from ccmitm.cli.locate import control_socket
 from ccmitm.control.client import status as read_status
 from ccmitm.control.protocol import ControlError, LaneStatus, StatusReply, TokenCounts
 from ccmitm.core.refusals import plain_words
@@ -209,6 +208,8 @@ def _quit_requested(fd: int | None, wake: int, raised: list[bool], wait_s: float
 
 
 def _live(socket_path: Path) -> None:
+    from rich.live import Live  # the live view only: `top --once` prints one frame
+
     console = Console()
     previous: StatusReply | None = None
     with (
@@ -232,7 +233,8 @@ def _live(socket_path: Path) -> None:
 @click.pass_context
 def top(ctx: click.Context, once: bool) -> None:
     """Live view of the daemon: per lane requests, rate, errors, p50/p95, tokens, breaker, pause."""
-    socket_path = load_config(ctx).socket_path()
+    # The socket without the config model (pydantic): `top --once` runs from scripts and loops.
+    socket_path = control_socket((ctx.find_root().obj or {}).get("config_option"))
     if once:
         status, reason = _poll(socket_path)
         console = Console(no_color=True, force_terminal=False, width=max(100, Console().width))

@@ -20,12 +20,15 @@ from ccmitm.control.protocol import (
     LaneStatus,
     PauseReply,
     ReloadReply,
+    SessionLaneState,
+    SessionReply,
     StatusReply,
 )
 from ccmitm.control.server import Handler
 from ccmitm.proxy.state import LaneStats
 from ccmitm.reports.bundle_state import load_last_run
 from ccmitm.supervisor.housekeeping import BUNDLE_JOB
+from ccmitm.supervisor.sessions import estimate_savings
 
 if TYPE_CHECKING:
     from ccmitm.supervisor.daemon import Daemon
@@ -97,6 +100,9 @@ def control_handlers(daemon: Daemon) -> dict[str, Handler]:
             raise ControlError(f"no keyed lane {name!r} (keyed lanes: {keyed})")
         return {"lane": name, "hold_ended": was_held}
 
+    async def session(args: dict[str, Any]) -> SessionReply:
+        return session_reply(daemon, args.get("session"))
+
     return {
         "ping": ping,
         "status": status,
@@ -108,6 +114,7 @@ def control_handlers(daemon: Daemon) -> dict[str, Handler]:
         "reopen-logs": reopen_logs,
         "bundle": bundle,
         "lane-reset": lane_reset,
+        "session": session,
     }
 
 
@@ -181,4 +188,66 @@ def status_reply(daemon: Daemon) -> StatusReply:
             else None,
         },
         "now": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def session_reply(daemon: Daemon, session: Any) -> SessionReply:
+    """One session's counters and the state bits a status line shows (cheap: no key-file check)."""
+    runtime = daemon.runtime
+    snapshot = runtime.active
+    config = snapshot.config
+    session_id = session if isinstance(session, str) and session else None
+    tally = daemon.sessions.get(session_id) if session_id else None
+    lanes: list[SessionLaneState] = []
+    for name, lane in snapshot.lanes.items():
+        hold = runtime.holds.get(name)
+        held = hold.snapshot() if hold is not None else None
+        breaker = runtime.breakers.get(name)
+        breaker_state = breaker.snapshot() if breaker is not None else None
+        if held:
+            lanes.append(
+                {
+                    "lane": name,
+                    "state": "held",
+                    "cls": held["cls"],
+                    "until": held["until"],
+                    "words": held["words"],
+                }
+            )
+        elif breaker_state and breaker_state["state"] != "closed":
+            lanes.append(
+                {
+                    "lane": name,
+                    "state": "breaker",
+                    "cls": None,
+                    "until": breaker_state["retry_at"],
+                    "words": f"breaker {breaker_state['state']}",
+                }
+            )
+        elif not lane.available:
+            lanes.append(
+                {
+                    "lane": name,
+                    "state": "unavailable",
+                    "cls": None,
+                    "until": None,
+                    "words": lane.problem or "no key",
+                }
+            )
+    offloaded = tally.offloaded if tally else {}
+    return {
+        "session": session_id,
+        "known": tally is not None,
+        "calls": dict(tally.calls) if tally else {},
+        "last_lane": tally.last_lane if tally else None,
+        "last_at": tally.last_ts if tally else None,
+        "errors": tally.errors if tally else 0,
+        "offloaded_calls": sum(t.calls for t in offloaded.values()),
+        "offloaded_tokens": sum(t.input_tokens + t.output_tokens for t in offloaded.values()),
+        "saved_usd": estimate_savings(offloaded, config.pricing) if offloaded else None,
+        "default_lane": config.routing.default_lane,
+        "paused": runtime.paused,
+        "paused_source": runtime.paused_source,
+        "lanes": lanes,
+        "config_error": runtime.last_reload_error,
     }
