@@ -36,7 +36,7 @@ FIELDS: dict[str, str] = {
     "offloaded": "the session's tokens moved off the default lane, e.g. '12.3k tok off'",
     "tokens": "the same count alone, e.g. '12.3k'",
     "saved": "estimated cost avoided, e.g. '~$0.04 saved' (empty when unpriced)",
-    "usd": "the same estimate alone, e.g. '0.04'",
+    "usd": "the same estimate alone in USD, e.g. '0.0412'",
     "state": "what needs attention, with a leading ' · ': paused, a held lane, config rejected",
     "model": "Claude Code's model display name",
     "session": "the first 8 characters of the session id",
@@ -135,6 +135,13 @@ def compact(count: int) -> str:
     return str(count)
 
 
+def dollars(usd: float) -> str:
+    """$1.23, $0.04, <$0.01 (a session's first Haiku calls are worth fractions of a cent)."""
+    if usd <= 0:
+        return "$0"
+    return f"${usd:.2f}" if usd >= 0.01 else "<$0.01"
+
+
 def _local_time(text: str | None) -> str | None:
     if not text:
         return None
@@ -191,8 +198,8 @@ def fields(reply: Mapping[str, Any], session: Mapping[str, Any], color: bool) ->
         "calls": " ".join(f"{name} {count}" for name, count in calls.items()) or "no calls yet",
         "offloaded": f"{compact(tokens)} tok off",
         "tokens": compact(tokens),
-        "saved": f"~${usd:.2f} saved" if isinstance(usd, int | float) else "",
-        "usd": f"{usd:.2f}" if isinstance(usd, int | float) else "",
+        "saved": f"~{dollars(usd)} saved" if isinstance(usd, int | float) else "",
+        "usd": f"{usd:.4f}" if isinstance(usd, int | float) else "",
         "state": "".join(" · " + paint(text, style) for text, style in state),
         "model": str(model.get("display_name") or "") if isinstance(model, dict) else "",
         "session": str(session.get("session_id") or "")[:8],

@@ -80,8 +80,16 @@ def test_templates_take_fields_and_leave_unknown_names_and_format_tricks_alone()
         "cost": {"total_cost_usd": 1.5},
     }
     template = "{model} {session} {cost} {tokens} {usd} {nope} {lane.__class__} {{lane}}"
-    assert plain(reply(), template, session) == "Opus abcdef01 1.50 12.3k 0.04 {nope} {lane.__class__} {zai}"
+    assert (
+        plain(reply(), template, session) == "Opus abcdef01 1.50 12.3k 0.0412 {nope} {lane.__class__} {zai}"
+    )
     assert plain(reply(), "first\nsecond") == "first"
+
+
+def test_small_savings_are_not_shown_as_zero() -> None:
+    assert plain(reply(saved_usd=0.00011), "{saved}") == "~<$0.01 saved"
+    assert plain(reply(saved_usd=0.0), "{saved}") == "~$0 saved"
+    assert plain(reply(saved_usd=12.345), "{saved}") == "~$12.35 saved"
 
 
 def test_help_lists_every_field() -> None:
