@@ -26,7 +26,6 @@ from ccmitm.cli.control import format_quota
 from ccmitm.cli.locate import control_socket
 from ccmitm.control.client import status as read_status
 from ccmitm.control.protocol import ControlError, LaneStatus, StatusReply, TokenCounts
-from ccmitm.core.refusals import plain_words
 
 REFRESH_S = 1.0
 NO_TOKENS: TokenCounts = {
@@ -124,11 +123,12 @@ def render(status: StatusReply, previous: StatusReply | None = None, live: bool 
     footer = Text(f"{status['now']}" + ("   q or Ctrl-C quits" if live else ""), style="dim")
     # A held lane in plain words, under the table: the cause and when (or how) the offload resumes.
     default_lane = next((n for n, lane in status["lanes"].items() if lane["default"]), "default")
-    holds = [
-        Text(plain_words(name, hold, default_lane), style="bold yellow")
-        for name, lane in status["lanes"].items()
-        if (hold := lane.get("hold"))
-    ]
+    held = [(name, hold) for name, lane in status["lanes"].items() if (hold := lane.get("hold"))]
+    holds: list[Text] = []
+    if held:  # the core's refusal table loads only for a frame that has a hold to explain
+        from ccmitm.core.refusals import plain_words
+
+        holds = [Text(plain_words(name, hold, default_lane), style="bold yellow") for name, hold in held]
     return Group(header, table, *quotas, *holds, footer)
 
 
