@@ -15,6 +15,7 @@ import click
 
 from ccmitm import paths
 from ccmitm.cli.common import config_path, daemon_call, echo_json, fail, load_config
+from ccmitm.cli.statusline import local_time
 from ccmitm.control.client import is_running
 from ccmitm.control.protocol import LaneQuota, QuotaWindow, SessionReply, StatusReply
 
@@ -34,18 +35,6 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}ms"
 
 
-def _local_time(text: str | None, now: datetime | None = None) -> str | None:
-    """A UTC ISO time as local time: "17:15" today, "Mon 09:00" on another day."""
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text).astimezone()
-    except ValueError:
-        return None
-    now = now or datetime.now().astimezone()
-    return moment.strftime("%H:%M" if moment.date() == now.date() else "%a %H:%M")
-
-
 def format_quota(quota: LaneQuota | None, now: datetime | None = None) -> str | None:
     """A Z.AI lane's meter in one phrase: "5h 37% (resets 17:15), week 12% (resets Mon 09:00)";
     "unknown" when it was not read or failed; None when the lane has no meter."""
@@ -59,7 +48,7 @@ def format_quota(quota: LaneQuota | None, now: datetime | None = None) -> str | 
             return None
         percent = value.get("percent")
         text = f"{label} {percent:.0f}%" if percent is not None else f"{label} ?%"
-        resets = _local_time(value.get("resets_at"), now)
+        resets = local_time(value.get("resets_at"), now)
         return text + (f" (resets {resets})" if resets else "")
 
     parts = [p for p in (window("5h", quota.get("five_hour")), window("week", quota.get("week"))) if p]

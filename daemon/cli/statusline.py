@@ -142,15 +142,17 @@ def dollars(usd: float) -> str:
     return f"${usd:.2f}" if usd >= 0.01 else "<$0.01"
 
 
-def _local_time(text: str | None) -> str | None:
+def local_time(text: str | None, now: datetime | None = None) -> str | None:
+    """A UTC ISO time as local time: "17:15" today, "Mon 09:00" on another day (also used by
+    `ccctl status`; it lives here because this module must not import click)."""
     if not text:
         return None
     try:
         moment = datetime.fromisoformat(text).astimezone()
     except ValueError:
         return None
-    today = datetime.now().astimezone().date()
-    return moment.strftime("%H:%M" if moment.date() == today else "%a %H:%M")
+    now = now or datetime.now().astimezone()
+    return moment.strftime("%H:%M" if moment.date() == now.date() else "%a %H:%M")
 
 
 def _state_parts(reply: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -160,7 +162,7 @@ def _state_parts(reply: Mapping[str, Any]) -> list[tuple[str, str]]:
         parts.append(("paused", "warn"))
     for lane in reply.get("lanes") or []:
         name, state = lane.get("lane"), lane.get("state")
-        until = _local_time(lane.get("until"))
+        until = local_time(lane.get("until"))
         if state == "held":
             text = f"{name} held: {lane.get('cls')}" + (f" until {until}" if until else "")
         elif state == "breaker":
