@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 import pytest
 
-from tests.helpers import HAIKU, post
+from tests.helpers import HAIKU, post, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -104,3 +105,22 @@ def test_a_socket_set_in_the_config_is_found_without_the_config_model(make_daemo
     post(daemon, HAIKU, headers=session_headers(SESSION))
     daemon.wait_usage(1)
     assert statusline(daemon, "--color", "never").stdout.startswith("ccmitm zai · zai 1")
+
+
+def test_a_held_lane_and_a_rejected_config_are_on_the_line(daemon, upstreams):
+    _, zai = upstreams
+    zai.zai_refusal = "1308"  # "usage limit reached for 5 hour": a quota hold with its reset time
+    assert post(daemon, HAIKU, headers=session_headers(SESSION)).status_code == 200  # failed over
+    daemon.wait_usage(2)
+    line = statusline(daemon, "--color", "never").stdout.strip()
+    # The refused attempt and the failover both count; the last call went to the default lane.
+    assert line.startswith("ccmitm anthropic · zai 1 anthropic 1"), line
+    assert re.search(r" · zai held: quota until (\w{3} )?\d\d:\d\d$", line), line
+
+    good = daemon.config_path.read_text()
+    daemon.config_path.write_text(good.replace("lane: zai", "lane: zia"))
+    wait_for(lambda: "reload (file change) rejected" in daemon.stderr(), what="rejection")
+    assert (
+        statusline(daemon, "--color", "never").stdout.strip().endswith("· config rejected (`ccctl status`)")
+    )
+    daemon.config_path.write_text(good)
