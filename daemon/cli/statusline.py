@@ -165,7 +165,7 @@ def _state_parts(reply: Mapping[str, Any]) -> list[tuple[str, str]]:
         until = local_time(lane.get("until"))
         if state == "held":
             text = f"{name} held: {lane.get('cls')}" + (f" until {until}" if until else "")
-        elif state == "breaker":
+        elif state in ("breaker", "quota"):
             text = f"{name} {lane.get('words')}" + (f" until {until}" if until else "")
         else:
             text = f"{name}: {lane.get('words')}"
@@ -316,6 +316,9 @@ def _setup(action: str, force: bool, settings: str | None) -> int:
             message = claude_settings.uninstall(path)
     except claude_settings.SettingsError as exc:
         print(f"ccctl statusline {action}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. a read-only ~/.claude: the cause, not a traceback
+        print(f"ccctl statusline {action}: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     print(message)
     return 0

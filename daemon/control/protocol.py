@@ -229,7 +229,9 @@ class SessionLaneState(TypedDict):
     """What a status line must say about a lane that is not taking calls."""
 
     lane: str
-    state: Literal["held", "breaker", "unavailable"]
+    # held: a refusal holds it; breaker: open or half-open; quota: its meter reads 100% (no refusal
+    # yet); unavailable: no key
+    state: Literal["held", "breaker", "quota", "unavailable"]
     cls: str | None  # the hold's class ("quota", "billing", ...); None for a breaker
     until: str | None  # ISO time (UTC) the lane is tried again, when known
     words: str  # the cause in a few words

@@ -16,6 +16,7 @@ from ccmitm import __version__
 from ccmitm.control.protocol import (
     ConfigShowReply,
     ControlError,
+    LaneQuota,
     LaneResetReply,
     LaneStatus,
     PauseReply,
@@ -224,6 +225,17 @@ def session_reply(daemon: Daemon, session: Any) -> SessionReply:
                     "words": f"breaker {breaker_state['state']}",
                 }
             )
+        elif (used_up := _used_up_window(daemon.quota.status(name))) is not None:
+            label, resets_at = used_up
+            lanes.append(
+                {
+                    "lane": name,
+                    "state": "quota",
+                    "cls": "quota",
+                    "until": resets_at,
+                    "words": f"{label} quota used up",
+                }
+            )
         elif not lane.available:
             lanes.append(
                 {
@@ -251,3 +263,14 @@ def session_reply(daemon: Daemon, session: Any) -> SessionReply:
         "lanes": lanes,
         "config_error": runtime.last_reload_error,
     }
+
+
+def _used_up_window(quota: LaneQuota | None) -> tuple[str, str | None] | None:
+    """The first quota window the meter reads as used up ("5h" or "week") and when it resets."""
+    if not quota or quota.get("state") != "ok":
+        return None
+    for label, window in (("5h", quota.get("five_hour")), ("week", quota.get("week"))):
+        percent = window.get("percent") if window else None
+        if window and percent is not None and percent >= 100:
+            return label, window.get("resets_at")
+    return None

@@ -57,11 +57,12 @@ def test_state_the_user_must_know_comes_last() -> None:
         },
         {"lane": "glm", "state": "breaker", "cls": None, "until": None, "words": "breaker open"},
         {"lane": "z2", "state": "unavailable", "cls": None, "until": None, "words": "ZAI_API_KEY is not set"},
+        {"lane": "z3", "state": "quota", "cls": "quota", "until": None, "words": "week quota used up"},
     ]
     line = plain(reply(paused=True, lanes=lanes, config_error="bad key", saved_usd=None))
     assert line.startswith("ccmitm zai · zai 3 anthropic 5 · 12.3k tok off · paused · zai held: quota until ")
     assert line.endswith(
-        " · glm breaker open · z2: ZAI_API_KEY is not set · config rejected (`ccctl status`)"
+        " · glm breaker open · z2: ZAI_API_KEY is not set · z3 week quota used up · config rejected (`ccctl status`)"
     )
     assert " ·  · " not in line  # the empty savings left no dangling separator
 
@@ -232,3 +233,21 @@ def test_the_daemon_commands_do_not_load_the_config_model(command: list[str], tm
     assert loaded.isdisjoint({"pydantic", "mitmproxy", "yaml", "apscheduler", "watchdog", "httpx"})
     # Only the module of the command that runs: not the report, service or config editing code.
     assert not {"ccmitm.cli.report", "ccmitm.cli.service", "ccmitm.cli.config", "ccmitm.cli.wiring"} & loaded
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["statusline"], (None, ["statusline"])),
+        (
+            ["--config", "c.yaml", "statusline", "--color", "never"],
+            ("c.yaml", ["statusline", "--color", "never"]),
+        ),
+        (["--config=c.yaml", "statusline"], ("c.yaml", ["statusline"])),
+        (["status", "--json"], (None, ["status", "--json"])),
+    ],
+)
+def test_the_entry_point_finds_statusline_behind_a_global_config(argv: list[str], expected: tuple) -> None:
+    from ccmitm.cli.entry import _global_config
+
+    assert _global_config(argv) == expected

@@ -124,3 +124,15 @@ def test_a_held_lane_and_a_rejected_config_are_on_the_line(daemon, upstreams):
         statusline(daemon, "--color", "never").stdout.strip().endswith("· config rejected (`ccctl status`)")
     )
     daemon.config_path.write_text(good)
+
+
+def test_a_quota_meter_at_100_percent_is_on_the_line_before_any_refusal(make_daemon, upstreams):
+    _, zai = upstreams
+    zai.quota_limits[0]["percentage"] = 100  # the 5-hour window
+    daemon = make_daemon(mutate=lambda config: config["lanes"]["zai"].update(provider="zai", quota_poll_s=1))
+
+    def line() -> str:
+        return statusline(daemon, "--color", "never").stdout.strip()
+
+    wait_for(lambda: "quota used up" in line(), what="meter read", interval=0.5)
+    assert re.search(r" · zai 5h quota used up until (\w{3} )?\d\d:\d\d$", line()), line()
