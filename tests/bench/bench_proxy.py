@@ -257,7 +257,9 @@ async def run(bench: Bench) -> dict[str, Any]:
     if "cli" in SECTIONS:
         progress("ccctl start-up: each command vs a bare python")
         ccctl = str(Path(sys.executable).parent / "ccctl")
-        results["cli"] = cli_startup.cli_startup(bench.daemon.env(), ccctl, 3 if SMOKE else 15)
+        results["cli"] = cli_startup.cli_startup(
+            bench.daemon.env(), ccctl, 1 if SMOKE else 15, warm_up=not SMOKE
+        )
     return results
 
 

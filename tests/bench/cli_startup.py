@@ -47,13 +47,13 @@ def _wall_ms(argv: list[str], env: Mapping[str, str], stdin: str | None) -> floa
     return (time.perf_counter() - start) * 1000
 
 
-def cli_startup(env: Mapping[str, str], ccctl: str, rounds: int) -> dict[str, Any]:
+def cli_startup(env: Mapping[str, str], ccctl: str, rounds: int, warm_up: bool = True) -> dict[str, Any]:
     """Median wall time of each command against the running daemon (``env`` points ccctl at it)."""
     runs: dict[str, tuple[list[str], str | None]] = {BARE: ([sys.executable, "-c", "pass"], None)}
     for name, (args, _) in COMMANDS.items():
         runs[name] = ([ccctl, *args], SESSION_JSON if name == "statusline" else None)
     samples: dict[str, list[float]] = {name: [] for name in runs}
-    for argv, stdin in runs.values():  # warm the page cache and .pyc files once
+    for argv, stdin in runs.values() if warm_up else ():  # warm the page cache and .pyc files once
         _wall_ms(argv, env, stdin)
     for round_no in range(rounds):
         for name in rotated(list(runs), round_no):
