@@ -155,6 +155,13 @@ def local_time(text: str | None, now: datetime | None = None) -> str | None:
     return moment.strftime("%H:%M" if moment.date() == now.date() else "%a %H:%M")
 
 
+def _safe(value: Any) -> str:
+    """Text from the daemon or Claude Code, with no control character that could move the cursor
+    or restyle the terminal (lane names and words come from a config, an upstream's refusal)."""
+    text = str(value)
+    return text if text.isprintable() else "".join(ch if ch.isprintable() else " " for ch in text)
+
+
 def _state_parts(reply: Mapping[str, Any]) -> list[tuple[str, str]]:
     """What the user must know, most important first, as (text, style) pairs."""
     parts: list[tuple[str, str]] = []
@@ -169,7 +176,7 @@ def _state_parts(reply: Mapping[str, Any]) -> list[tuple[str, str]]:
             text = f"{name} {lane.get('words')}" + (f" until {until}" if until else "")
         else:
             text = f"{name}: {lane.get('words')}"
-        parts.append((text, "bad"))
+        parts.append((_safe(text), "bad"))
     if reply.get("config_error"):
         parts.append(("config rejected (`ccctl status`)", "bad"))
     return parts
@@ -187,7 +194,7 @@ def fields(reply: Mapping[str, Any], session: Mapping[str, Any], color: bool) ->
     if last is None:
         lane = "refused" if calls.get("refused") else "-"
     else:
-        lane = paint(str(last), "lane" if last == default_lane else "offload")
+        lane = paint(_safe(last), "lane" if last == default_lane else "offload")
     tokens = int(reply.get("offloaded_tokens") or 0)
     usd = reply.get("saved_usd")
     model = session.get("model")
@@ -197,14 +204,14 @@ def fields(reply: Mapping[str, Any], session: Mapping[str, Any], color: bool) ->
     state = _state_parts(reply)
     return {
         "lane": lane,
-        "calls": " ".join(f"{name} {count}" for name, count in calls.items()) or "no calls yet",
+        "calls": _safe(" ".join(f"{name} {count}" for name, count in calls.items())) or "no calls yet",
         "offloaded": f"{compact(tokens)} tok off",
         "tokens": compact(tokens),
         "saved": f"~{dollars(usd)} saved" if isinstance(usd, int | float) else "",
         "usd": f"{usd:.4f}" if isinstance(usd, int | float) else "",
         "state": "".join(" · " + paint(text, style) for text, style in state),
-        "model": str(model.get("display_name") or "") if isinstance(model, dict) else "",
-        "session": str(session.get("session_id") or "")[:8],
+        "model": _safe(model.get("display_name") or "") if isinstance(model, dict) else "",
+        "session": _safe(session.get("session_id") or "")[:8],
         "cost": f"{cost:.2f}" if isinstance(cost, int | float) else "",
     }
 
@@ -257,12 +264,11 @@ def parse(argv: list[str]) -> dict[str, Any]:
 def run(argv: list[str], config_option: str | None = None, out: TextIO | None = None) -> int:
     """`ccctl statusline ARGS`; ``config_option`` is a --config given before `statusline`."""
     out = out if out is not None else sys.stdout
-    color = use_color("auto")
     try:
         options = parse(argv)
     except UsageError as exc:
         print(f"ccctl statusline: {exc}", file=sys.stderr)
-        out.write(down_line(False, "?") + "\n")
+        _emit(out, down_line(False, "?"))
         return 0
     if options["action"] == "help":
         out.write(HELP)
@@ -275,9 +281,21 @@ def run(argv: list[str], config_option: str | None = None, out: TextIO | None = 
         text = _status_line(options, color)
     except Exception:  # whatever went wrong, Claude Code gets a line, not a traceback
         text = down_line(color, "?")
-    out.write(text + "\n")
-    out.flush()
+    _emit(out, text)
     return 0
+
+
+def _emit(out: TextIO, text: str) -> None:
+    """Print the line; a stdout that cannot encode "·" gets "?" for it, a closed one nothing."""
+    try:
+        try:
+            out.write(text + "\n")
+        except UnicodeEncodeError:
+            encoding = getattr(out, "encoding", None) or "ascii"
+            out.write(text.encode(encoding, "replace").decode(encoding) + "\n")
+        out.flush()
+    except (OSError, ValueError):  # Claude Code went away (broken pipe, closed stream)
+        pass
 
 
 def _status_line(options: Mapping[str, Any], color: bool) -> str:

@@ -251,3 +251,22 @@ def test_the_entry_point_finds_statusline_behind_a_global_config(argv: list[str]
     from ccmitm.cli.entry import _global_config
 
     assert _global_config(argv) == expected
+
+
+def test_an_ascii_only_stdout_still_gets_the_line() -> None:
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="ascii")
+    statusline._emit(out, "ccmitm zai · zai 1")
+    assert raw.getvalue() == b"ccmitm zai ? zai 1\n"
+    out.close()
+    statusline._emit(out, "after close")  # a closed stream: nothing, no exception
+
+
+def test_control_characters_from_the_daemon_or_claude_code_never_reach_the_terminal() -> None:
+    hostile = reply(
+        last_lane="z\033[2Jai",
+        calls={"z\033[2Jai": 1},
+        lanes=[{"lane": "z\x07", "state": "held", "cls": "quota\r", "until": None, "words": "x"}],
+    )
+    line = plain(hostile, DEFAULT_FORMAT + " {model}", {"model": {"display_name": "Op\x1bus"}})
+    assert "\033" not in line and "\x07" not in line and "\r" not in line
