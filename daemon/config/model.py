@@ -500,7 +500,7 @@ class Config(_Strict):
     def socket_path(self, environ: Mapping[str, str] = os.environ) -> Path:
         if self.control.socket:
             return Path(self.control.socket)
-        return paths.runtime_dir(environ) / "control.sock"
+        return paths.default_socket_path(environ)
 
     def redacted(self) -> dict[str, Any]:
         """The config as plain data. It holds no secret: keys are never part of the model."""

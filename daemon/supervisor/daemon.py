@@ -40,6 +40,7 @@ from ccmitm.supervisor.handlers import control_handlers
 from ccmitm.supervisor.housekeeping import Housekeeping
 from ccmitm.supervisor.notify import Notifier
 from ccmitm.supervisor.quota import QuotaMeter
+from ccmitm.supervisor.sessions import SessionCounters
 from ccmitm.supervisor.watcher import ConfigWatcher
 from ccmitm.telemetry.service import Telemetry
 
@@ -123,6 +124,9 @@ class Daemon:
         # Everything that learns from a finished call (the usage log first, then counters and
         # exporters) gets the same record, on the proxy's event loop; each must return at once.
         self.record_observers: list[Callable[[UsageRecord], None]] = [self.usage.write]
+        # Per-session counters for Claude Code's status line (`ccctl statusline`).
+        self.sessions = SessionCounters(lambda: self.runtime.active.config.routing.default_lane)
+        self.record_observers.append(self.sessions.observe)
         self.router = Router(self.runtime, self._publish)
         self.quota = QuotaMeter(self.runtime)
         # Prometheus and OTLP: off unless configured; fed the same records as the usage log.

@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path[:0] = [str(HERE), str(ROOT)]
 
+import cli_startup  # noqa: E402
 import inproc  # noqa: E402
 import mitmproxy.version  # noqa: E402
 import render  # noqa: E402
@@ -47,7 +48,7 @@ from tests.helpers import ZAI_KEY, Daemon, base_config  # noqa: E402
 
 SMOKE = os.environ.get("BENCH_SMOKE") == "1"
 # A subset for before/after comparisons while working on the hot path (then no Markdown is written).
-ALL_SECTIONS = ("latency", "streaming", "throughput", "scale", "memory", "own_work", "restart")
+ALL_SECTIONS = ("latency", "streaming", "throughput", "scale", "memory", "own_work", "restart", "cli")
 SECTIONS = tuple(os.environ.get("BENCH_SECTIONS", ",".join(ALL_SECTIONS)).split(","))
 
 
@@ -253,6 +254,12 @@ async def run(bench: Bench) -> dict[str, Any]:
     if "restart" in SECTIONS:
         progress("restart after kill -9")
         results["restart"] = await restart_after_kill(bench)
+    if "cli" in SECTIONS:
+        progress("ccctl start-up: each command vs a bare python")
+        ccctl = str(Path(sys.executable).parent / "ccctl")
+        results["cli"] = cli_startup.cli_startup(
+            bench.daemon.env(), ccctl, 1 if SMOKE else 15, warm_up=not SMOKE
+        )
     return results
 
 
