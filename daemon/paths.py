@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 CONFIG_ENV = "CCMITM_CONFIG"
+#: In the state dir: the last config the daemon served from its file, for when the file breaks.
+LAST_GOOD_CONFIG = "last-good-config.yaml"
 
 
 def _xdg(name: str, fallback: str, environ: Mapping[str, str]) -> Path:
