@@ -9,11 +9,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -171,44 +166,24 @@ def test_a_start_without_the_config_file_serves_the_last_good_one(make_daemon, u
     assert post(daemon).status_code == 200 and len(zai.messages()) == 1
 
 
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A directory every user may enter (pytest's own tmp dirs are root's alone)."""
-    path = Path(tempfile.mkdtemp(prefix="ccmitm-shared-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        for sub in path.rglob("*"):
-            if sub.is_dir() and not sub.is_symlink():
-                sub.chmod(0o700)
-        shutil.rmtree(path, ignore_errors=True)
-
-
 @pytest.mark.skipif(os.getuid() == 0, reason="root reads through any mode")
-def test_an_unreadable_config_directory_is_an_error_for_every_ccctl(make_daemon, shared_dir: Path) -> None:
+def test_an_unreadable_config_directory_is_an_error_for_every_ccctl(make_daemon, tmp_path: Path) -> None:
     """A config dir with mode 000: ccctl says so (path and reason) instead of a traceback."""
     daemon = make_daemon(start=False)
-    config_dir = shared_dir / "conf"
+    config_dir = tmp_path / "conf"
     config_dir.mkdir()
-    (config_dir / "config.yaml").write_text(daemon.config_path.read_text())
-    config_dir.chmod(0o000)
     config_file = config_dir / "config.yaml"
-    env = {**daemon.env(), "CCMITM_CONFIG": str(config_file), "HOME": str(shared_dir)}
-    env.update(XDG_STATE_HOME=str(shared_dir / "state"), XDG_RUNTIME_DIR=str(shared_dir / "run"))
-    for args in (["config", "check"], ["status"], ["config", "show"]):
-        result = subprocess.run(
-            [sys.executable, "-m", "ccmitm.cli", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=shared_dir,
-        )
-        assert "Traceback" not in result.stderr, result.stderr
-        assert f"{config_file}: 1 problem" in result.stderr
-        assert "cannot read: Permission denied" in result.stderr
-        assert result.returncode == (0 if args == ["config", "show"] else 1)
+    config_file.write_text(daemon.config_path.read_text())
+    config_dir.chmod(0o000)
+    try:
+        for args in (["config", "check"], ["status"], ["config", "show"]):
+            result = daemon.ccctl(*args, env={"CCMITM_CONFIG": str(config_file)})
+            assert "Traceback" not in result.stderr, result.stderr
+            assert f"{config_file}: 1 problem" in result.stderr
+            assert "cannot read: Permission denied" in result.stderr
+            assert result.returncode == (0 if args == ["config", "show"] else 1)
+    finally:
+        config_dir.chmod(0o700)
 
 
 def test_control_socket_in_the_home_directory_leaves_its_mode_alone(make_daemon) -> None:
