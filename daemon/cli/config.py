@@ -34,7 +34,13 @@ def config_check(ctx: click.Context, file: Path | None) -> None:
     file = config_path(ctx) if file is None else file
     error = check_file(file)
     if active and isinstance(error, ConfigMissing):
-        click.echo(f"{file}: does not exist; the built-in defaults are used (ok)")
+        from ccmitm import paths
+
+        last_good = paths.state_home() / paths.LAST_GOOD_CONFIG
+        if last_good.is_file():
+            click.echo(f"{file}: does not exist; ccmitmd serves its last good config ({last_good})")
+        else:
+            click.echo(f"{file}: does not exist; the built-in defaults are used (ok)")
         return
     if error is None:
         click.echo(f"{file}: ok")

@@ -164,6 +164,8 @@ def test_a_start_without_the_config_file_serves_the_last_good_one(make_daemon, u
     assert data["listeners"]["port"] == daemon.port
     assert MISSING in daemon.stderr()
     assert post(daemon).status_code == 200 and len(zai.messages()) == 1
+    check = daemon.ccctl("config", "check", check=True)
+    assert "does not exist; ccmitmd serves its last good config" in check.stdout
 
 
 @pytest.mark.skipif(os.getuid() == 0, reason="root reads through any mode")
