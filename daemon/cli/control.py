@@ -278,7 +278,7 @@ def stop(ctx: click.Context, timeout: float) -> None:
     """Stop the daemon (SIGTERM: in-flight streams drain first) and wait until it is gone."""
     try:
         # Only a daemon of our own user, behind a socket of our own, names the pid to signal.
-        pid = call(load_config(ctx).socket_path(), "status", timeout=5)["pid"]
+        pid = call(load_config(ctx).socket_path(), "status")["pid"]
     except DaemonNotRunning:
         click.echo("ccmitmd is not running; nothing to stop")
         return
