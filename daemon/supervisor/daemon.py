@@ -341,7 +341,7 @@ class Daemon:
             self.runtime.swap(snapshot)
             self._publish_secrets(snapshot)
             self._apply_edges(loaded)
-            self._save_last_good()
+            await asyncio.to_thread(self._save_last_good)  # an fsync: not on the event loop
             changed = _changed_sections(previous.config.redacted(), loaded.config.redacted())
             log.info(
                 "config reloaded (%s) from %s; changed: %s",
