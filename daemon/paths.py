@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 CONFIG_ENV = "CCMITM_CONFIG"
+#: In the state dir: the last config the daemon served from its file, for when the file breaks.
+LAST_GOOD_CONFIG = "last-good-config.yaml"
 
 
 def _xdg(name: str, fallback: str, environ: Mapping[str, str]) -> Path:
@@ -62,10 +64,16 @@ def expand(path: str | Path, environ: Mapping[str, str] = os.environ) -> Path:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create a directory readable by its owner only, and tighten it if it already exists."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if path.stat().st_mode & 0o077:
-        path.chmod(0o700)
+    """Create a directory readable by its owner only; tighten an existing one only if it is
+    ccmitm's own (named ``ccmitm`` or inside such a directory, as every default location is).
+
+    Any other existing directory belongs to the user, who chose its mode: ``control.socket:
+    ~/ccmitm.sock`` must not make the home directory 0700."""
+    try:
+        path.mkdir(parents=True, mode=0o700)
+    except FileExistsError:
+        if "ccmitm" in path.absolute().parts and path.stat().st_mode & 0o077:
+            path.chmod(0o700)
     return path
 
 

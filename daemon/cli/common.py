@@ -24,16 +24,30 @@ def config_path(ctx: click.Context) -> Path:
 
 
 def load_config(ctx: click.Context) -> Config:
-    """The config ccctl should use: the file if it is valid, else the built-in defaults (with a warning)."""
+    """The config ccctl should use: the one the daemon would serve. The file if it is valid; if it
+    is broken or gone, the daemon's last good config (with a warning), else the built-in defaults."""
     # Here, not at the top: the config model (pydantic) costs several times a bare Python start,
     # and the commands that only talk to the daemon find its socket without it (cli/locate.py).
     from ccmitm.config.errors import ConfigError
     from ccmitm.config.load import load, validate
 
     path = config_path(ctx)
+    last_good = paths.state_home() / paths.LAST_GOOD_CONFIG
     try:
-        return load(path).config
+        have_last_good = last_good.is_file()
+    except OSError:
+        have_last_good = False
+    try:
+        return load(path, missing_ok=not have_last_good).config
     except ConfigError as exc:
+        if have_last_good:
+            try:
+                config = load(last_good).config
+            except ConfigError:
+                pass
+            else:
+                click.echo(f"ccctl: warning: using the last good config; {exc.report()}", err=True)
+                return config
         click.echo(f"ccctl: warning: using built-in defaults; {exc.report()}", err=True)
         return validate({})
 

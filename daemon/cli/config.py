@@ -27,14 +27,21 @@ def config_check(ctx: click.Context, file: Path | None) -> None:
     """Validate FILE (default: the active config file); list every problem with its path.
 
     The active file is the one --config, $CCMITM_CONFIG or the XDG default names. Opens no socket."""
+    from ccmitm.config.errors import ConfigMissing
     from ccmitm.config.load import check_file
 
-    if file is None:
-        file = config_path(ctx)
-        if not file.exists():
-            click.echo(f"{file}: does not exist; the built-in defaults are used (ok)")
-            return
+    active = file is None
+    file = config_path(ctx) if file is None else file
     error = check_file(file)
+    if active and isinstance(error, ConfigMissing):
+        from ccmitm import paths
+
+        last_good = paths.state_home() / paths.LAST_GOOD_CONFIG
+        if last_good.is_file():
+            click.echo(f"{file}: does not exist; ccmitmd serves its last good config ({last_good})")
+        else:
+            click.echo(f"{file}: does not exist; the built-in defaults are used (ok)")
+        return
     if error is None:
         click.echo(f"{file}: ok")
         return

@@ -16,8 +16,8 @@ import click
 from ccmitm import paths
 from ccmitm.cli.common import config_path, daemon_call, echo_json, fail, load_config
 from ccmitm.cli.statusline import local_time
-from ccmitm.control.client import is_running
-from ccmitm.control.protocol import LaneQuota, QuotaWindow, SessionReply, StatusReply
+from ccmitm.control.client import DaemonNotRunning, call, is_running
+from ccmitm.control.protocol import ControlError, LaneQuota, QuotaWindow, SessionReply, StatusReply
 
 # Heavier modules (the core's refusal table, the shell wiring, the config model) are imported
 # inside the commands that need them: `ccctl status`, `pause` and `resume` load only this file.
@@ -298,10 +298,14 @@ def start(ctx: click.Context, timeout: float) -> None:
 @click.pass_context
 def stop(ctx: click.Context, timeout: float) -> None:
     """Stop the daemon (SIGTERM: in-flight streams drain first) and wait until it is gone."""
-    if not is_running(load_config(ctx).socket_path()):
+    try:
+        # Only a daemon of our own user, behind a socket of our own, names the pid to signal.
+        pid = call(load_config(ctx).socket_path(), "status")["pid"]
+    except DaemonNotRunning:
         click.echo("ccmitmd is not running; nothing to stop")
         return
-    pid = daemon_call(ctx, "status")["pid"]
+    except ControlError as exc:
+        fail(str(exc))
     os.kill(pid, signal.SIGTERM)
     pid_file = paths.state_home() / "ccmitmd.pid"
     deadline = time.monotonic() + timeout

@@ -37,3 +37,12 @@ class ConfigError(Exception):
         lines = [f"{self.source}: {count} problem{'s' if count != 1 else ''}"]
         lines += [f"  {problem}" for problem in self.problems]
         return "\n".join(lines)
+
+
+class ConfigMissing(ConfigError):
+    """There is no file at the config path (a dangling symlink is not "missing": it is an error).
+
+    At a first start that means the built-in defaults; for a running daemon it means keep serving."""
+
+    def __init__(self, source: str):
+        super().__init__(source, [Problem("", "config file missing")])

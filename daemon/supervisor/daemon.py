@@ -22,10 +22,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ccmitm import __version__, paths
-from ccmitm.config.errors import ConfigError
+from ccmitm.config.errors import ConfigError, ConfigMissing
 from ccmitm.config.keys import resolve_lane_key
-from ccmitm.config.load import BUILTIN_SOURCE, LoadedConfig, load
+from ccmitm.config.load import BUILTIN_SOURCE, LOAD_TIMEOUT_S, LoadedConfig, load
 from ccmitm.config.model import Config
 from ccmitm.control.protocol import ControlError, ReloadReply, ReopenReply, RotateReply
 from ccmitm.control.server import ControlServer
@@ -48,29 +50,33 @@ log = logging.getLogger("ccmitm")
 
 EXIT_LISTEN = 3
 PID_FILE = "ccmitmd.pid"
-LAST_GOOD = "last-good-config.yaml"
+LAST_GOOD = paths.LAST_GOOD_CONFIG
 SIGNATURES = "foreign-signatures.json"
 
 
 @dataclass(frozen=True)
 class StartConfig:
     loaded: LoadedConfig
-    error: str | None  # why the config file itself could not be used at start
+    error: str | None  # why the config file itself is not what serves (shown in status and at start)
 
 
 def load_for_start(config_path: Path, state_dir: Path) -> StartConfig:
-    """The config file; if it is invalid, the last config that was valid (so Claude Code keeps working)."""
+    """The config file; if it is invalid or gone, the last config that was valid (so Claude Code
+    keeps working). No file and no last good config (a first start) means the built-in defaults."""
+    last_good = state_dir / LAST_GOOD
+    have_last_good = last_good.is_file()
     try:
-        return StartConfig(load(config_path), None)
+        return StartConfig(load(config_path, missing_ok=not have_last_good), None)
     except ConfigError as exc:
-        last_good = state_dir / LAST_GOOD
-        if last_good.exists():
-            try:
-                loaded = load(last_good)
-            except ConfigError:
-                raise exc from None
-            return StartConfig(loaded, exc.one_line())
-        raise
+        if not have_last_good:
+            raise
+        try:
+            loaded = load(last_good)
+        except ConfigError:
+            raise exc from None
+        if isinstance(exc, ConfigMissing):
+            return StartConfig(loaded, f"{exc.one_line()}: serving the last good config")
+        return StartConfig(loaded, f"invalid at start, serving the last good config: {exc.one_line()}")
 
 
 def taken_ports(config: Config) -> str | None:
@@ -116,7 +122,7 @@ class Daemon:
         config = start.loaded.config
         self.runtime = Runtime(Snapshot.build(start.loaded), PauseStore(state_dir / "state.json"))
         if start.error:
-            self.runtime.reload_failed(f"invalid at start, serving the last good config: {start.error}")
+            self.runtime.reload_failed(start.error)
         self._load_signatures()
         self.usage = UsageLog(
             Path(config.logs.dir), config.logs.rotate_bytes, config.logs.keep, config.logs.daily
@@ -250,12 +256,18 @@ class Daemon:
         paths.write_private(self.state_dir / PID_FILE, f"{os.getpid()}\n".encode())
 
     def _save_last_good(self) -> None:
-        """Remember the config that is serving, so a broken file cannot keep the proxy down at start."""
-        source = self.runtime.active.loaded.source
-        if source == BUILTIN_SOURCE or Path(source) == self.state_dir / LAST_GOOD:
+        """Remember the config that is serving, so a broken or deleted file cannot keep the proxy
+        down at start. Saved as validated data, not the file's text: only schema keys, none of
+        which holds a key (lane keys come from the environment or key files), and none of the
+        file's comments (where a key might have been pasted)."""
+        loaded = self.runtime.active.loaded
+        if loaded.source == BUILTIN_SOURCE or Path(loaded.source) == self.state_dir / LAST_GOOD:
             return
+        config = loaded.validated or loaded.config
+        text = "# The last config ccmitmd served from its file (validated; no keys). Written by ccmitmd.\n"
+        text += yaml.safe_dump(config.redacted(), sort_keys=False)
         with contextlib.suppress(OSError):
-            paths.write_private(self.state_dir / LAST_GOOD, Path(source).read_bytes())
+            paths.write_private(self.state_dir / LAST_GOOD, text.encode())
 
     def _announce(self) -> None:
         snapshot = self.runtime.active
@@ -305,13 +317,22 @@ class Daemon:
 
     async def reload(self, trigger: str) -> ReloadReply:
         async with self._reload_lock:
+            # A running daemon that serves a file keeps serving it when the file disappears (a
+            # deleted or dangling config must not move its ports or repoint its lanes).
+            missing_ok = self.runtime.active.loaded.source == BUILTIN_SOURCE
             try:
-                # Parsing, validation and reading lane keys run in a worker thread: a reload
-                # never holds up the streams the event loop is serving.
-                loaded = await asyncio.to_thread(load, self.config_path)
-                snapshot = await asyncio.to_thread(Snapshot.build, loaded)
-            except ConfigError as exc:
-                message = exc.one_line()
+                # Reading, parsing, validation and reading lane keys run in a worker thread, with
+                # a deadline: a reload never holds up the streams the event loop is serving.
+                loaded, snapshot = await asyncio.wait_for(
+                    asyncio.to_thread(self._load_snapshot, missing_ok), LOAD_TIMEOUT_S
+                )
+            except (ConfigError, TimeoutError) as exc:
+                if isinstance(exc, ConfigMissing):
+                    message = f"{exc.one_line()}: serving the last good config"
+                elif isinstance(exc, ConfigError):
+                    message = exc.one_line()
+                else:
+                    message = f"{self.config_path}: not read within {LOAD_TIMEOUT_S:g}s"
                 self.runtime.reload_failed(message)
                 log.error(
                     "config reload (%s) rejected, the previous config keeps serving: %s", trigger, message
@@ -333,7 +354,7 @@ class Daemon:
             self._publish_secrets(snapshot)
             self._apply_edges(loaded)
             await self.telemetry.configure(loaded.config)
-            self._save_last_good()
+            await asyncio.to_thread(self._save_last_good)  # an fsync: not on the event loop
             changed = _changed_sections(previous.config.redacted(), loaded.config.redacted())
             log.info(
                 "config reloaded (%s) from %s; changed: %s",
@@ -343,6 +364,10 @@ class Daemon:
             )
             self._announce_unavailable(previous)
             return {"ok": True, "source": loaded.source, "changed": changed}
+
+    def _load_snapshot(self, missing_ok: bool) -> tuple[LoadedConfig, Snapshot]:
+        loaded = load(self.config_path, missing_ok=missing_ok)
+        return loaded, Snapshot.build(loaded)
 
     def _apply_edges(self, loaded: LoadedConfig) -> None:
         config = loaded.config

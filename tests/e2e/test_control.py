@@ -399,3 +399,116 @@ def test_shell_shortcuts_wrap_ccctl(daemon: Daemon, upstreams) -> None:
     post(daemon)
     assert sha(zai.messages()[-1].header("authorization")) == sha(f"Bearer {ZAI_KEY}")
     assert "ccctl pause" in daemon.stderr() or "paused by ccctl" in daemon.stderr()
+
+
+# --- a control socket in a shared directory ---------------------------------------------------------
+def test_a_symlink_at_the_socket_path_is_refused(daemon: Daemon, tmp_path: Path) -> None:
+    """Someone else's link in a shared runtime dir could lead ccctl to their own socket."""
+    from ccmitm.control.client import call
+    from ccmitm.control.protocol import ControlError
+
+    link = tmp_path / "control.sock"
+    link.symlink_to(daemon.socket_path)
+    with pytest.raises(ControlError, match="symlink"):
+        call(link, "ping", timeout=5)
+    call(daemon.socket_path, "ping", timeout=5)  # the real one still answers
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="giving a file to another user takes root")
+def test_a_socket_owned_by_another_user_is_refused(daemon: Daemon) -> None:
+    from ccmitm.control.client import call
+    from ccmitm.control.protocol import ControlError
+
+    os.chown(daemon.socket_path, 65534, 65534)
+    try:
+        with pytest.raises(ControlError, match="belongs to uid 65534"):
+            call(daemon.socket_path, "status", timeout=5)
+        result = daemon.ccctl("stop")  # never signals a pid it got from there
+        assert result.returncode == 1 and "belongs to uid 65534" in result.stderr
+    finally:
+        os.chown(daemon.socket_path, 0, 0)
+    assert daemon.proc is not None and daemon.proc.poll() is None
+
+
+FOREIGN_SERVER = """
+import os, socket, sys
+path = sys.argv[1]
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind(path)
+os.chmod(path, 0o666)
+server.listen(1)
+print("ready", flush=True)
+server.settimeout(30)
+connection, _ = server.accept()
+connection.recv(65536)
+connection.sendall(b'{"ok": true, "result": {"pid": 1}}\\n')
+connection.close()
+"""
+
+
+@pytest.mark.skipif(os.getuid() != 0 or not Path("/usr/bin/python3").exists(), reason="needs root")
+def test_a_reply_from_another_users_process_is_refused(tmp_path: Path) -> None:
+    """A socket file that passes the owner check (here: given to us afterwards) but is served by
+    another user's process: the peer credentials give it away."""
+    import subprocess
+    import tempfile
+
+    from ccmitm.control.client import call
+    from ccmitm.control.protocol import ControlError
+
+    shared = Path(tempfile.mkdtemp(prefix="ccmitm-peer-"))
+    shared.chmod(0o777)
+    socket_path = shared / "control.sock"
+    server = subprocess.Popen(
+        ["/usr/bin/python3", "-c", FOREIGN_SERVER, str(socket_path)],
+        user=65534,
+        group=65534,
+        extra_groups=[],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd="/",
+    )
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        os.chown(socket_path, 0, 0)
+        with pytest.raises(ControlError, match="runs as uid 65534"):
+            call(socket_path, "status", timeout=5)
+    finally:
+        server.kill()
+        server.wait(10)
+        socket_path.unlink(missing_ok=True)
+        shared.rmdir()
+
+
+def test_the_server_answers_only_its_own_user(tmp_path: Path) -> None:
+    """The server's side of the same check, with the uid it serves set to someone else's."""
+    import asyncio
+
+    from ccmitm.control.client import call
+    from ccmitm.control.protocol import ControlError
+    from ccmitm.control.server import ControlServer
+
+    async def pong(_: dict[str, object]) -> str:
+        return "pong"
+
+    async def scenario() -> tuple[str, str]:
+        socket_path = tmp_path / "run" / "control.sock"
+        answers = []
+        for uid in (os.getuid(), os.getuid() + 1):
+            server = ControlServer(socket_path, {"ping": pong}, allowed_uid=uid)
+            await server.start()
+            try:
+                answers.append(await asyncio.to_thread(_ping, socket_path))
+            finally:
+                await server.stop()
+        return answers[0], answers[1]
+
+    def _ping(socket_path: Path) -> str:
+        try:
+            return str(call(socket_path, "ping", timeout=5))
+        except ControlError as exc:
+            return f"error: {exc}"
+
+    own, other = asyncio.run(scenario())
+    assert own == "pong"
+    assert other == f"error: ccmitmd serves uid {os.getuid() + 1} only"
