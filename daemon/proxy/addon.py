@@ -24,7 +24,7 @@ from ccmitm.core.breaker import AUTH, RATE_LIMIT, SERVER, is_breaker_failure
 from ccmitm.core.crosslane import strip_foreign_thinking
 from ccmitm.core.refusals import HOLDING, Refusal, RefusalClass, classify
 from ccmitm.core.routing import Reason, RequestFacts, Route, decide, model_of
-from ccmitm.core.sse import Usage, UsageReader, is_event_stream
+from ccmitm.core.sse import Usage, UsageReader, decode_bounded, is_event_stream
 from ccmitm.logs.usage import UsageRecord, clean_text, request_class_of
 from ccmitm.proxy.failover import DefaultLaneClient
 from ccmitm.proxy.flow import (
@@ -369,7 +369,12 @@ class Router:
         status = response.status_code
         kind = is_breaker_failure(status, None)
         headers = state.refusal_headers or {}
-        refusal = classify(status, response.get_content(strict=False), headers, self.runtime.wall())
+        # Decoded within the same bound (classify reads no more): a small compressed refusal
+        # could expand a thousandfold.
+        body = decode_bounded(
+            response.raw_content or b"", response.headers.get("content-encoding"), REFUSAL_BODY_BYTES
+        )
+        refusal = classify(status, body, headers, self.runtime.wall())
         if refusal is not None and (refusal.message or refusal.code):
             # The upstream's own words (and an unknown code) reach `ccctl status` and the log: an
             # upstream may echo a key in them, glued to letters where no pattern finds it.
@@ -523,6 +528,8 @@ class Router:
         usage: Usage | None = state.reader.close() if state.reader else None
         if error is None and usage is not None and usage.error_type:
             error = f"upstream error event: {usage.error_type}"
+        if error is None and usage is not None and usage.unread:
+            error = f"usage not read: {usage.unread}"  # e.g. a compressed body past the bound
         if usage is not None and state.lane.keyed and usage.signatures:
             self.runtime.foreign_signatures.add_all(usage.signatures)
         if state.reader is not None:
