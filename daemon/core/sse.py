@@ -127,20 +127,26 @@ def _brotli_decoder() -> Decoder | None:
     except ImportError:  # pragma: no cover - mitmproxy depends on Brotli
         return None
     decompressor = brotli.Decompressor()
+    # The output buffer stops growing once it reaches the limit, so a piece can be up to about
+    # twice it: half a step keeps pieces within a step.
+    limit = DECODE_STEP_BYTES // 2
     try:  # output_buffer_limit came with Brotli 1.2: without it the output cannot be bounded
-        decompressor.process(b"", output_buffer_limit=DECODE_STEP_BYTES)
+        decompressor.process(b"", output_buffer_limit=limit)
     except TypeError:  # pragma: no cover - depends on the installed Brotli
         return None
 
     def pieces(data: bytes) -> Iterator[bytes]:
-        out = decompressor.process(data, output_buffer_limit=DECODE_STEP_BYTES)
-        while True:
+        out = decompressor.process(data, output_buffer_limit=limit)
+        # It keeps the input it could not turn into output yet: drain it with empty input until
+        # a call yields nothing (and it is ready for input again).
+        while out or not decompressor.can_accept_more_data():
             if out:
                 yield out
-            # Until it can take input again, the decompressor holds output back: drain it.
-            if decompressor.can_accept_more_data() or decompressor.is_finished():
+            if decompressor.is_finished():
                 return
-            out = decompressor.process(b"", output_buffer_limit=DECODE_STEP_BYTES)
+            previous, out = out, decompressor.process(b"", output_buffer_limit=limit)
+            if not out and not previous:  # no progress either way: stop rather than spin
+                return
 
     return pieces
 
