@@ -73,21 +73,14 @@ def test_scan_reports_hidden_keys_in_files_gz_and_tarballs(name: str) -> None:
 
 @pytest.fixture
 def setup(tmp_path: Path) -> dict[str, Any]:
-    logs, state, downloads = tmp_path / "logs", tmp_path / "state", tmp_path / "Downloads"
-    config = validate(
-        {
-            "logs": {"dir": str(logs)},
-            "bundle": {"dir": str(downloads), "keep": 3, "timezone": "UTC"},
-            "lanes": {
-                "anthropic": {"url": "https://api.anthropic.com"},
-                "zai": {"url": "https://api.z.ai/api/anthropic", "api_key_env": "ZAI_API_KEY"},
-            },
-        }
-    )
+    """A default config whose usage log holds only the lines above."""
+    logs, downloads = tmp_path / "logs", tmp_path / "Downloads"
     logs.mkdir()
-    state.mkdir()
     (logs / "usage.jsonl").write_bytes(usage_bytes())
-    return {"config": config, "state": state, "downloads": downloads}
+    bundle_section = {"dir": str(downloads), "timezone": "UTC"}
+    config = validate({"logs": {"dir": str(logs)}, "bundle": bundle_section})
+    (tmp_path / "state").mkdir()
+    return {"config": config, "state": tmp_path / "state", "downloads": downloads}
 
 
 def bundle(setup: dict[str, Any]) -> Any:
