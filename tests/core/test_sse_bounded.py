@@ -8,17 +8,12 @@ import json
 import zlib
 from collections.abc import Callable
 
-import brotli
 import pytest
+from mitmproxy.net import encoding as mitmproxy_encoding
 
 from ccmitm.core import sse
 from ccmitm.core.sse import DECODE_STEP_BYTES, MAX_DECODED_BYTES, UsageReader, decode_bounded
 from ccmitm.testing.fakeupstream import FakeUpstream, gzip_bomb
-
-try:
-    from compression import zstd  # type: ignore[import-not-found]
-except ImportError:
-    from backports import zstd  # type: ignore[import-not-found,no-redef]
 
 STREAM = b"".join(FakeUpstream("z").events("m"))
 
@@ -30,8 +25,9 @@ def deflate(data: bytes) -> bytes:
 ENCODERS: dict[str, Callable[[bytes], bytes]] = {
     "gzip": gzip.compress,
     "deflate": deflate,
-    "br": brotli.compress,
-    "zstd": zstd.compress,
+    # mitmproxy's own encoders (it depends on Brotli and zstd), as an upstream would send them.
+    "br": lambda data: mitmproxy_encoding.encode(data, "br"),
+    "zstd": lambda data: mitmproxy_encoding.encode(data, "zstd"),
 }
 
 
