@@ -3,6 +3,7 @@ request as it arrived (for a failover), plus the small readings of a flow's head
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 
@@ -82,11 +83,20 @@ def request_secrets(fields: HeaderFields, known: frozenset[str]) -> frozenset[st
     found = pick_headers(fields, CLIENT_CREDENTIALS)
     if not found:
         return known
-    values = set(found.values())
+    values = tuple(found.values())
     scheme, _, token = found.get(b"authorization", "").partition(" ")
     if token and scheme.lower() == "bearer":
-        values.add(token.strip())
-    return known | values
+        values += (token.strip(),)
+    return _joined(known, values)
+
+
+def _join(known: frozenset[str], values: tuple[str, ...]) -> frozenset[str]:
+    return known | frozenset(values)
+
+
+# The same client sends the same credentials on every call: one frozenset object for them, so the
+# text cleaner's cache (keyed on it) compares by identity instead of element by element.
+_joined = functools.lru_cache(maxsize=256)(_join)
 
 
 _HINT_HEADERS = frozenset(
