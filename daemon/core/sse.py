@@ -17,8 +17,9 @@ JSON-parsed; text deltas are passed over after a substring test on their raw byt
 from __future__ import annotations
 
 import json
+import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
@@ -43,6 +44,13 @@ _THINKING_TYPES = frozenset({"thinking", "redacted_thinking"})
 _TEXT_DELTA_START = b"event: content_block_delta\n"
 _MAX_EVENT_BYTES = 256 * 1024  # usage events are small; a huge event is content, not usage
 _MAX_JSON_BYTES = 8 * 1024 * 1024  # a non-streamed reply larger than this is not parsed for usage
+# Lines parsed one by one per stream, at most (text deltas and blank lines between events are
+# passed over in C and do not count): a bound on the event loop's time for one response (a
+# second or two for a flood of tiny events). A real stream parses a few dozen lines this way (a
+# CRLF or unnamed one: three per event, and 128k output tokens are far fewer events than this).
+_MAX_SSE_LINES = 500_000
+_IDLE_LINES = re.compile(rb"[\r\n]+")  # blank lines (comments are parsed, and counted)
+_EVENT_LINES = re.compile(rb"(?:[^\r\n][^\n]*\n)+")  # non-blank lines (an event's own)
 # Bounds on what a single response may make us keep for signatures (a hostile stream could send
 # endless signature deltas): beyond them collection stops and ``signatures_truncated`` is set.
 _MAX_SIGNATURES = 256
@@ -64,6 +72,9 @@ class Usage:
     # ones are left out. Opaque tokens, not secrets, but bodies' content: never log them.
     signatures: list[str] = field(default_factory=list, repr=False)
     signatures_truncated: bool = False  # a bound was hit; some signatures were not kept
+    # Why usage reading stopped part-way (a compressed body that decodes to more than a bound),
+    # for the usage line; None when the body was read to its end (or could not be read at all).
+    unread: str | None = None
 
     def merge(self, usage: Any) -> None:
         if not isinstance(usage, dict):
@@ -78,31 +89,131 @@ class Usage:
         return {name: getattr(self, name) for name in USAGE_FIELDS}
 
 
-def _decoder_for(content_encoding: str | None) -> Callable[[bytes], bytes] | None:
-    """An incremental decoder for the response's content-encoding; None if it is unknown."""
+# --- content decoding, bounded ------------------------------------------------------------------
+#: At most this many decoded bytes are read from one response; beyond it, usage reading stops
+#: (the bytes still pass through untouched) and ``Usage.unread`` says why. A compressed reply can
+#: expand a thousandfold (a 1 MB gzip body to 1 GB): without a bound that is the daemon's memory,
+#: and the event loop every other client waits on.
+MAX_DECODED_BYTES = 64 * 1024 * 1024
+#: Bytes out per decompression step: memory per step is this plus the input chunk, whatever the
+#: compression ratio.
+DECODE_STEP_BYTES = 256 * 1024
+
+# A decoder turns one input chunk into output pieces of at most DECODE_STEP_BYTES, on demand.
+Decoder = Callable[[bytes], Iterator[bytes]]
+
+
+def _zlib_decoder(wbits: int) -> Decoder:
+    inflater = zlib.decompressobj(wbits)
+
+    def pieces(data: bytes) -> Iterator[bytes]:
+        # max_length bounds each step's output; what it did not consume waits in
+        # unconsumed_tail (never more than this chunk) and is fed again.
+        while data and not inflater.eof:
+            out = inflater.decompress(data, DECODE_STEP_BYTES)
+            tail = inflater.unconsumed_tail
+            if out:
+                yield out
+            elif len(tail) >= len(data):  # no progress (cannot happen with valid input): stop
+                return
+            data = tail
+
+    return pieces
+
+
+def _brotli_decoder() -> Decoder | None:
+    try:
+        import brotli
+    except ImportError:  # pragma: no cover - mitmproxy depends on Brotli
+        return None
+    decompressor = brotli.Decompressor()
+    # The output buffer stops growing once it reaches the limit, so a piece can be up to about
+    # twice it: half a step keeps pieces within a step.
+    limit = DECODE_STEP_BYTES // 2
+    try:  # output_buffer_limit came with Brotli 1.2: without it the output cannot be bounded
+        decompressor.process(b"", output_buffer_limit=limit)
+    except TypeError:  # pragma: no cover - depends on the installed Brotli
+        return None
+
+    def pieces(data: bytes) -> Iterator[bytes]:
+        out = decompressor.process(data, output_buffer_limit=limit)
+        # It keeps the input it could not turn into output yet: drain it with empty input until
+        # a call yields nothing (and it is ready for input again).
+        while out or not decompressor.can_accept_more_data():
+            if out:
+                yield out
+            if decompressor.is_finished():
+                return
+            previous, out = out, decompressor.process(b"", output_buffer_limit=limit)
+            if not out and not previous:  # no progress either way: stop rather than spin
+                return
+
+    return pieces
+
+
+def _zstd_decoder() -> Decoder | None:
+    try:
+        from compression import zstd  # type: ignore[import-not-found]
+    except ImportError:
+        try:
+            from backports import zstd  # type: ignore[import-not-found,no-redef]
+        except ImportError:
+            return None
+    decompressor = zstd.ZstdDecompressor()
+
+    def pieces(data: bytes) -> Iterator[bytes]:
+        # Like zlib: max_length bounds a step; needs_input is False while output is held back.
+        out = decompressor.decompress(data, DECODE_STEP_BYTES)
+        while True:
+            if out:
+                yield out
+            if decompressor.eof or decompressor.needs_input:
+                return
+            out = decompressor.decompress(b"", DECODE_STEP_BYTES)
+
+    return pieces
+
+
+def _identity(data: bytes) -> Iterator[bytes]:
+    yield data
+
+
+def _decoder_for(content_encoding: str | None) -> Decoder | None:
+    """A bounded incremental decoder for the response's content-encoding; None if it is unknown
+    (or cannot be bounded: then the body is passed through and not read)."""
     encoding = (content_encoding or "identity").strip().lower()
     if encoding in ("", "identity"):
-        return lambda data: data
+        return _identity
     if encoding in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress
+        return _zlib_decoder(16 + zlib.MAX_WBITS)
     if encoding == "deflate":
-        return zlib.decompressobj().decompress
+        return _zlib_decoder(zlib.MAX_WBITS)
     if encoding == "br":
-        try:
-            import brotli
-        except ImportError:  # pragma: no cover - mitmproxy depends on Brotli
-            return None
-        return brotli.Decompressor().process
+        return _brotli_decoder()
     if encoding == "zstd":
-        try:
-            from compression import zstd  # type: ignore[import-not-found]
-        except ImportError:
-            try:
-                from backports import zstd  # type: ignore[import-not-found,no-redef]
-            except ImportError:
-                return None
-        return zstd.ZstdDecompressor().decompress
+        return _zstd_decoder()
     return None
+
+
+def decode_bounded(data: bytes, content_encoding: str | None, limit: int) -> bytes | None:
+    """A whole body decoded, or None when its encoding is unknown or it decodes to more than
+    ``limit`` bytes (never holding more than about ``limit`` bytes while finding out)."""
+    decoder = _decoder_for(content_encoding)
+    if decoder is None:
+        return None
+    if decoder is _identity:
+        return data if len(data) <= limit else None
+    out: list[bytes] = []
+    size = 0
+    try:
+        for piece in decoder(data):
+            size += len(piece)
+            if size > limit:
+                return None
+            out.append(piece)
+    except Exception:  # corrupt data: nothing to read
+        return None
+    return b"".join(out)
 
 
 def is_event_stream(content_type: str | None) -> bool:
@@ -118,6 +229,13 @@ class UsageReader:
         self.is_sse = is_event_stream(content_type)
         self._decode = _decoder_for(content_encoding)
         self._broken = self._decode is None  # unknown encoding: pass bytes, read nothing
+        # Decoded bytes allowed: a JSON body beyond _MAX_JSON_BYTES is not parsed anyway, so it
+        # is not decoded further either. An identity body is not bounded: it costs its sender
+        # every byte, there is no amplification to guard against.
+        self._encoded = self._decode is not None and self._decode is not _identity
+        self._decode_limit = MAX_DECODED_BYTES if self.is_sse else _MAX_JSON_BYTES
+        self._decoded = 0
+        self._lines = 0  # SSE lines parsed one by one (see _MAX_SSE_LINES)
         self._line_buffer = b""
         self._event_name: str | None = None
         self._event_data: list[bytes] = []
@@ -134,13 +252,32 @@ class UsageReader:
         if self._broken or not chunk:
             return
         try:
-            data = self._decode(chunk)  # type: ignore[misc]
-            if self.is_sse:
-                self._feed_sse(data)
-            else:
-                self._feed_json(data)
+            if not self._encoded:
+                self._feed_decoded(chunk)
+                return
+            assert self._decode is not None
+            for piece in self._decode(chunk):
+                self._decoded += len(piece)
+                if self._decoded > self._decode_limit:
+                    self._give_up(f"decoded body over {self._decode_limit} bytes")
+                    return
+                self._feed_decoded(piece)
         except Exception:  # a reader bug or corrupt encoding must never touch the stream
             self._broken = True
+
+    def _feed_decoded(self, data: bytes) -> None:
+        if self.is_sse:
+            self._feed_sse(data)
+        else:
+            self._feed_json(data)
+
+    def _give_up(self, why: str) -> None:
+        """Stop reading this body (and free what was kept of it); usage stays what was seen."""
+        self._broken = True
+        self.usage.unread = why
+        self._line_buffer = b""
+        self._event_data = []
+        self._json_body = []
 
     def close(self) -> Usage:
         """End of body: dispatch what is pending and return the usage."""
@@ -169,9 +306,25 @@ class UsageReader:
                 if skipped:
                     start = skipped
                     continue
+                # Blank lines between events change nothing: passed over in C, so a flood of them
+                # (a hostile or broken stream) costs no Python work per line.
+                junk = _IDLE_LINES.match(buffer, start)
+                if junk and junk.end() > start:
+                    start = junk.end()
+                    continue
+            elif self._event_size > _MAX_EVENT_BYTES:
+                # An event already too large to be read: its remaining lines too, up to the blank one.
+                own = _EVENT_LINES.match(buffer, start)
+                if own and own.end() > start:
+                    start = own.end()
+                    continue
             end = buffer.find(b"\n", start)
             if end < 0:
                 break
+            self._lines += 1
+            if self._lines > _MAX_SSE_LINES:
+                self._give_up(f"stream over {_MAX_SSE_LINES} lines")
+                return
             self._line(buffer[start:end])
             start = end + 1
         rest = buffer[start:]

@@ -29,26 +29,32 @@ USAGE_FILE = "usage.jsonl"
 _MAX_TEXT = 200
 
 
-def clean_text(value: Any, limit: int = _MAX_TEXT) -> str | None:
-    """User-controlled text made safe for a log line: no control characters, no credential (a
-    client could put a key in a model name, an upstream could echo one in an error), bounded."""
+def clean_text(value: Any, limit: int = _MAX_TEXT, known: frozenset[str] = frozenset()) -> str | None:
+    """User-controlled text made safe for a log line: no credential (a client could put a key in a
+    model name, an upstream could echo one in an error), no control characters, bounded.
+
+    ``known`` are secret values to remove by their exact value besides the redactor's patterns:
+    the lane keys (``Runtime.secret_values()``) and the credentials the request itself carried.
+    Pass the same frozenset object for many calls: its hash is computed once."""
     if value is None:
         return None
     text = str(value)
     if len(text) <= _CACHED_TEXT:
         # Every call writes the same few models, paths, rules and session ids: clean each once.
-        return _clean_cached(text, limit)
-    return _clean(text, limit)
+        return _clean_cached(text, limit, known)
+    return _clean(text, limit, known)
 
 
 _CACHED_TEXT = 256
 
 
-def _clean(text: str, limit: int) -> str:
-    text = text[: limit * 4]
+def _clean(text: str, limit: int, known: frozenset[str]) -> str:
+    # Redact before replacing control characters: the redactor drops them to see a key split by
+    # one (``sk-ant-\x00api03...``), which a space in its place would hide from it.
+    text = redact_text(text[: limit * 4], known)
     if not text.isprintable():
         text = "".join(ch if ch.isprintable() else " " for ch in text)
-    return redact_text(text)[:limit]
+    return text[:limit]
 
 
 _clean_cached = functools.lru_cache(maxsize=4096)(_clean)

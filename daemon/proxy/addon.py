@@ -22,10 +22,9 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 
 from ccmitm.core.breaker import AUTH, RATE_LIMIT, SERVER, is_breaker_failure
 from ccmitm.core.crosslane import strip_foreign_thinking
-from ccmitm.core.redact import redact_text
 from ccmitm.core.refusals import HOLDING, Refusal, RefusalClass, classify
 from ccmitm.core.routing import Reason, RequestFacts, Route, decide, model_of
-from ccmitm.core.sse import Usage, UsageReader, is_event_stream
+from ccmitm.core.sse import Usage, UsageReader, decode_bounded, is_event_stream
 from ccmitm.logs.usage import UsageRecord, clean_text, request_class_of
 from ccmitm.proxy.failover import DefaultLaneClient
 from ccmitm.proxy.flow import (
@@ -35,6 +34,7 @@ from ccmitm.proxy.flow import (
     OriginalRequest,
     anthropic_error,
     pick_headers,
+    request_secrets,
 )
 from ccmitm.proxy.state import LaneEndpoint, Runtime
 
@@ -106,7 +106,7 @@ def _error_text(flow: http.HTTPFlow, state: FlowState, read_timeout_s: float) ->
         text = f"connect failure: {message}"
     else:
         text = f"upstream drop: {message}"
-    return clean_text(text)
+    return clean_text(text, known=state.secrets)
 
 
 class Router:
@@ -144,6 +144,7 @@ class Router:
         flow.response = response
         now = time.time()
         started = flow.request.timestamp_start or now
+        secrets = request_secrets(flow.request.headers.fields, self.runtime.secret_values())
         self.sink(
             UsageRecord(
                 ts=datetime.fromtimestamp(started, UTC).isoformat(timespec="milliseconds"),
@@ -153,7 +154,7 @@ class Router:
                 rule=None,
                 reason=str(reason),
                 method=clean_text(flow.request.method, 16) or "",
-                path=clean_text(flow.request.path.partition("?")[0]) or "",
+                path=clean_text(flow.request.path.partition("?")[0], known=secrets) or "",
                 model=None,
                 upstream_model=None,
                 status=response.status_code,
@@ -168,7 +169,7 @@ class Router:
                 http_version=flow.request.http_version,
                 upstream_http_version=None,
                 session=None,
-                error=clean_text(error),
+                error=clean_text(error, known=secrets),
             )
         )
 
@@ -321,6 +322,7 @@ class Router:
             permit=permit,
             hold_trial=hold_trial,
             held_as=held_as,
+            secrets=request_secrets(request.headers.fields, self.runtime.secret_values()),
         )
         if lane.keyed and snapshot.config.breaker.failover:
             state.original = OriginalRequest.of(request)
@@ -367,11 +369,20 @@ class Router:
         status = response.status_code
         kind = is_breaker_failure(status, None)
         headers = state.refusal_headers or {}
-        refusal = classify(status, response.get_content(strict=False), headers, self.runtime.wall())
-        if refusal is not None and refusal.message:
-            # The upstream's own words reach `ccctl status`: an upstream may echo a key in them.
-            keys = tuple(lane.key for lane in self.runtime.active.lanes.values() if lane.key)
-            refusal = replace(refusal, message=redact_text(clean_text(refusal.message) or "", keys))
+        # Decoded within the same bound (classify reads no more): a small compressed refusal
+        # could expand a thousandfold.
+        body = decode_bounded(
+            response.raw_content or b"", response.headers.get("content-encoding"), REFUSAL_BODY_BYTES
+        )
+        refusal = classify(status, body, headers, self.runtime.wall())
+        if refusal is not None and (refusal.message or refusal.code):
+            # The upstream's own words (and an unknown code) reach `ccctl status` and the log: an
+            # upstream may echo a key in them, glued to letters where no pattern finds it.
+            refusal = replace(
+                refusal,
+                message=clean_text(refusal.message, known=state.secrets) or "",
+                code=clean_text(refusal.code, 40, state.secrets),
+            )
         state.refusal = str(refusal.cls) if refusal is not None else None
         if refusal is None and kind not in FAILOVER_KINDS:
             self._record_outcome(state, None, status, None)
@@ -408,7 +419,7 @@ class Router:
         if refusal.cls is RefusalClass.CONFIG and model:
             # Say which rule's model is wrong: that is what the user has to fix.
             rule = f" (rule {state.route.rule})" if state.route.rule else ""
-            refusal = replace(refusal, words=f"{refusal.words}: {clean_text(model, 80)}{rule}")
+            refusal = replace(refusal, words=f"{refusal.words}: {clean_text(model, 80, state.secrets)}{rule}")
         if hold.start(refusal):
             snapshot = hold.snapshot()
             until = snapshot["until"] if snapshot else None
@@ -469,6 +480,7 @@ class Router:
             started=time.time(),
             hints=state.hints,
             thinking_stripped=state.thinking_stripped,
+            secrets=state.secrets,
         )
         self.in_flight += 1
         original = state.original.rebuild(flow.request)
@@ -483,7 +495,9 @@ class Router:
                 original, default, self._read_timeout(), self.runtime.active.config.proxy.upstream_proxy
             )
         except Exception as exc:
-            error = clean_text(f"failover to {default.name} failed: {type(exc).__name__}: {exc}")
+            error = clean_text(
+                f"failover to {default.name} failed: {type(exc).__name__}: {exc}", known=state.secrets
+            )
             log.warning("%s", error)
         if response is not None:
             attempt.first_byte = attempt.last_byte = time.time()
@@ -514,23 +528,26 @@ class Router:
         usage: Usage | None = state.reader.close() if state.reader else None
         if error is None and usage is not None and usage.error_type:
             error = f"upstream error event: {usage.error_type}"
+        if error is None and usage is not None and usage.unread:
+            error = f"usage not read: {usage.unread}"  # e.g. a compressed body past the bound
         if usage is not None and state.lane.keyed and usage.signatures:
             self.runtime.foreign_signatures.add_all(usage.signatures)
         if state.reader is not None:
             is_sse = state.reader.is_sse
         else:  # no reader: a refusal held back for failover, or no response at all
             is_sse = response is not None and is_event_stream(response.headers.get("content-type"))
+        known = state.secrets  # the lane keys and this request's own credentials
         record = UsageRecord(
             ts=datetime.fromtimestamp(state.started, UTC).isoformat(timespec="milliseconds"),
             id=str(uuid.uuid4()) if attempt_of else flow.id,
             listener=state.listener,
             lane=state.route.lane,
-            rule=clean_text(state.route.rule),
+            rule=clean_text(state.route.rule, known=known),
             reason=str(state.route.reason),
-            method=clean_text(flow.request.method, 16) or "",
-            path=clean_text(state.path) or "",
-            model=clean_text(state.model),
-            upstream_model=clean_text(state.route.upstream_model or state.model),
+            method=clean_text(flow.request.method, 16, known) or "",
+            path=clean_text(state.path, known=known) or "",
+            model=clean_text(state.model, known=known),
+            upstream_model=clean_text(state.route.upstream_model or state.model, known=known),
             status=response.status_code if response else None,
             stream=is_sse or state.stream_requested,
             ttfb_ms=_ms(state.first_byte - state.started) if state.first_byte else None,
@@ -542,12 +559,12 @@ class Router:
             header_mode=state.lane.header_mode,
             http_version=flow.request.http_version,
             upstream_http_version=response.http_version if response else None,
-            session=clean_text(state.hints.session, 80),
-            error=clean_text(error),
+            session=clean_text(state.hints.session, 80, known),
+            error=clean_text(error, known=known),
             attempt_of=attempt_of,
             thinking_stripped=state.thinking_stripped,
             request_class=request_class_of(state.hints.request_class),
-            agent_type=clean_text(state.hints.agent_type, 40),
+            agent_type=clean_text(state.hints.agent_type, 40, known),
             hold=state.held_as,
             refusal=state.refusal,
         )

@@ -3,8 +3,9 @@ request as it arrived (for a failover), plus the small readings of a flow's head
 
 from __future__ import annotations
 
+import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mitmproxy import http
 
@@ -72,6 +73,32 @@ class ClientHints:
         )
 
 
+CLIENT_CREDENTIALS = frozenset({b"x-api-key", b"authorization"})
+
+
+def request_secrets(fields: HeaderFields, known: frozenset[str]) -> frozenset[str]:
+    """``known`` plus the credentials a request carries (the x-api-key value, the Authorization
+    value with and without its scheme), so they can be removed by exact value from what is
+    written about it. ``known`` itself (hash already cached) when the request carries none."""
+    found = pick_headers(fields, CLIENT_CREDENTIALS)
+    if not found:
+        return known
+    values = tuple(found.values())
+    scheme, _, token = found.get(b"authorization", "").partition(" ")
+    if token and scheme.lower() == "bearer":
+        values += (token.strip(),)
+    return _joined(known, values)
+
+
+def _join(known: frozenset[str], values: tuple[str, ...]) -> frozenset[str]:
+    return known | frozenset(values)
+
+
+# The same client sends the same credentials on every call: one frozenset object for them, so the
+# text cleaner's cache (keyed on it) compares by identity instead of element by element.
+_joined = functools.lru_cache(maxsize=256)(_join)
+
+
 _HINT_HEADERS = frozenset(
     {b"x-claude-code-session-id", b"x-claude-code-request-class", b"x-claude-code-agent-type"}
 )
@@ -105,6 +132,9 @@ class FlowState:
     outcome_recorded: bool = False
     thinking_stripped: int | None = None
     logged: bool = False
+    # The secrets to remove by exact value from this call's text (usage line, log, hold message):
+    # the daemon's own (lane keys) and the credentials the client sent, read before the rewrite.
+    secrets: frozenset[str] = field(default=frozenset(), repr=False)
 
 
 def anthropic_error(status: int, error_type: str, message: str) -> http.Response:

@@ -102,6 +102,12 @@ class Snapshot:
         return parts.scheme, (parts.hostname or "", parts.port or default_port)
 
     @cached_property
+    def secret_values(self) -> frozenset[str]:
+        """The lane keys of this snapshot: removed by exact value from all text ccmitm writes.
+        Computed once per snapshot, which is rebuilt whenever a key changes."""
+        return frozenset(lane.key for lane in self.lanes.values() if lane.key)
+
+    @cached_property
     def unavailable(self) -> frozenset[str]:
         return frozenset(name for name, lane in self.lanes.items() if not lane.available)
 
@@ -319,6 +325,12 @@ class Runtime:
         self.active = previous.with_keys(found)
         self._sync_breakers(previous)
         return sorted(found)
+
+    def secret_values(self) -> frozenset[str]:
+        """Every secret the daemon itself holds (today: the active lane keys), for exact-value
+        redaction of what it writes. The same object until a key changes (a reload, a key file
+        adopted), so callers may use it as a cache key; never built per request."""
+        return self.active.secret_values
 
     def reload_failed(self, message: str) -> None:
         self.last_reload_error = message

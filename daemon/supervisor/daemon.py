@@ -291,7 +291,7 @@ class Daemon:
     def _publish_secrets(self, snapshot: Snapshot) -> None:
         """Tell the log formatter the lane keys in use, so it scrubs them even in an unknown format."""
         if self.daemon_log is not None:
-            self.daemon_log.set_secret_values(tuple(lane.key for lane in snapshot.lanes.values() if lane.key))
+            self.daemon_log.set_secret_values(tuple(snapshot.secret_values))
 
     def _status_line(self) -> str:
         proxy = self.runtime.active.config.proxy

@@ -11,6 +11,13 @@ server (``fake.behaviour = ...``) or per request (header ``x-fake-behaviour``):
 - ``stall``: stream a few events, then send nothing (until ``stall_s`` or the server stops).
 - ``status:NNN``: answer with that HTTP status and an Anthropic-shaped error body.
 - ``slow``: send each event in two halves with a pause between (exercise chunk splits).
+- ``gzip-bomb-json:MiB`` / ``gzip-bomb-sse:MiB``: a gzip-encoded Messages answer (JSON with a
+  content-length, or a chunked stream) that decodes to about that many MiB, from about 1 KiB per
+  MiB on the wire: usage at the start (input tokens) and at the very end (output tokens), filler
+  between. Built once per size (see :func:`gzip_bomb`).
+- ``echo-key``: a stream whose ``error`` event echoes the credential the request carried, glued
+  to letters (``bad<key>``), as a careless upstream could; ``echo-key-refusal``: the same in a
+  401 refusal's message (Z.AI's envelope, code 1001), which puts a lane on hold.
 
 Scripted answers: ``fake.script = fn`` where ``fn(received) -> Reply | None`` picks, per request,
 the content blocks and stop reason of a Messages answer (``Reply.text(...)``,
@@ -39,8 +46,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -106,6 +115,29 @@ ZAI_REFUSALS: dict[str, ZaiRefusal] = {
     "1310": ZaiRefusal(429, False, "Weekly/Monthly Limit Exhausted. Your limit will reset at {reset}", True),
 }
 BEIJING = timezone(timedelta(hours=8))
+
+
+_MIB = 1024 * 1024
+
+
+def gzip_bomb(prefix: bytes, filler: bytes, mib: int, suffix: bytes) -> bytes:
+    """A valid gzip body of ``prefix``, about ``mib`` MiB of ``filler`` repeated, then ``suffix``.
+
+    Compressing a GiB would take seconds; instead one MiB of filler is compressed after a full
+    flush (which resets the compressor), so every further MiB compresses to the same bytes and is
+    repeated as bytes. Only the CRC is computed over all of it (zlib.crc32: fast)."""
+    block = filler * max(1, _MIB // len(filler))  # whole fillers only: an SSE event is not cut
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    head = deflate.compress(prefix) + deflate.flush(zlib.Z_FULL_FLUSH)
+    middle = deflate.compress(block) + deflate.flush(zlib.Z_FULL_FLUSH)
+    tail = deflate.compress(suffix) + deflate.flush()
+    crc = zlib.crc32(prefix)
+    for _ in range(mib):
+        crc = zlib.crc32(block, crc)
+    crc = zlib.crc32(suffix, crc)
+    size = len(prefix) + mib * len(block) + len(suffix)
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"  # gzip, deflate, no name, no mtime
+    return header + head + middle * mib + tail + struct.pack("<II", crc, size & 0xFFFFFFFF)
 
 
 @dataclass
@@ -215,6 +247,7 @@ class FakeUpstream:
         self.zai_retry_after_ms: int = 3_600_000
         self._gate = threading.Event()
         self.gate_timed_out = False
+        self._bombs: dict[tuple[str, int], bytes] = {}  # built once per (kind, size)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
@@ -340,6 +373,10 @@ class FakeUpstream:
             return True
         if path.endswith("/v1/messages") and await self._zai_refuse(request, writer):
             return True
+        if path.endswith("/v1/messages") and behaviour.startswith("gzip-bomb-"):
+            return await self._send_bomb(writer, behaviour)
+        if path.endswith("/v1/messages") and behaviour.startswith("echo-key"):
+            return await self._echo_key(request, writer, behaviour)
         if path.endswith("/v1/messages/count_tokens"):
             await self._send_json(writer, 200, {"input_tokens": self.input_tokens})
             return True
@@ -520,6 +557,72 @@ class FakeUpstream:
             else:
                 await chunk(event)
         writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    # --- hostile answers ---------------------------------------------------------------------------
+    def bomb(self, kind: str, mib: int) -> bytes:
+        """The gzip body ``gzip-bomb-<kind>:<mib>`` sends (``kind`` "json" or "sse")."""
+        if (kind, mib) not in self._bombs:
+            usage = {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+            if kind == "json":
+                message = self._message("bomb")
+                text = '"text":"' + self.reply_text
+                head, _, rest = json.dumps(message, separators=(",", ":")).partition(text)
+                prefix, suffix, filler = (head + text).encode(), rest.encode(), b"a"
+            else:
+                start = self._message("bomb")
+                start.update(content=[], stop_reason=None, usage=dict(usage, output_tokens=1))
+                prefix = f"event: message_start\ndata: {json.dumps({'type': 'message_start', 'message': start})}\n\n".encode()
+                delta = {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": "a" * 64},
+                }
+                filler = f"event: content_block_delta\ndata: {json.dumps(delta)}\n\n".encode()
+                end = {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": usage}
+                suffix = f"event: message_delta\ndata: {json.dumps(end)}\n\n".encode()
+            self._bombs[(kind, mib)] = gzip_bomb(prefix, filler, mib, suffix)
+        return self._bombs[(kind, mib)]
+
+    async def _send_bomb(self, writer: asyncio.StreamWriter, behaviour: str) -> bool:
+        kind, _, size = behaviour.removeprefix("gzip-bomb-").partition(":")
+        body = self.bomb(kind, int(size or 1024))
+        if kind == "json":
+            headers = {"content-type": "application/json", "content-length": str(len(body))}
+            writer.write(self._head(200, {**headers, "content-encoding": "gzip"}) + body)
+            await writer.drain()
+            return True
+        headers = {
+            "content-type": "text/event-stream",
+            "content-encoding": "gzip",
+            "transfer-encoding": "chunked",
+        }
+        writer.write(self._head(200, headers))
+        for start in range(0, len(body), 64 * 1024):
+            part = body[start : start + 64 * 1024]
+            writer.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    async def _echo_key(self, request: Received, writer: asyncio.StreamWriter, behaviour: str) -> bool:
+        """Echo the request's credential glued to letters (see the module doc)."""
+        credential = request.header("x-api-key") or (request.header("authorization") or "").removeprefix(
+            "Bearer "
+        )
+        echoed = f"bad{credential}"
+        if behaviour == "echo-key-refusal":
+            error = {"type": "authentication_error", "code": "1001", "message": f"key {echoed} is invalid"}
+            await self._send_json(writer, 401, {"type": "error", "error": error})
+            return True
+        events = self.events(request.model)[:1]  # message_start, then the error
+        error_event = {"type": "error", "error": {"type": echoed, "message": echoed}}
+        events.append(f"event: error\ndata: {json.dumps(error_event)}\n\n".encode())
+        body = b"".join(events)
+        headers = {"content-type": "text/event-stream", "content-length": str(len(body))}
+        writer.write(self._head(200, headers) + body)
         await writer.drain()
         return True
 
