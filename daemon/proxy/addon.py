@@ -27,6 +27,7 @@ from ccmitm.core.refusals import HOLDING, Refusal, RefusalClass, classify
 from ccmitm.core.routing import Reason, RequestFacts, Route, decide, model_of
 from ccmitm.core.sse import Usage, UsageReader, is_event_stream
 from ccmitm.logs.usage import UsageRecord, clean_text, request_class_of
+from ccmitm.proxy import hygiene
 from ccmitm.proxy.failover import DefaultLaneClient
 from ccmitm.proxy.flow import (
     RESPONSE_HEADERS,
@@ -80,7 +81,9 @@ def _listener(flow: http.HTTPFlow) -> str:
 def _parse_body(request: http.Request) -> Any:
     try:
         return json.loads(request.get_content(strict=False) or b"")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: JSON nested deeper than the parser goes. Like any unreadable body, it is
+        # routed by what can be read (no model: the default lane), which answers it itself.
         return None
 
 
@@ -177,18 +180,34 @@ class Router:
         limit = self.runtime.active.config.proxy.max_body_bytes
         if size <= limit:
             return False
-        flow.response = anthropic_error(
+        response = anthropic_error(
             413, "request_too_large", f"request body is larger than ccmitm's limit of {limit} bytes"
         )
+        self.answer_locally(flow, response, Reason.REJECTED, "request body over proxy.max_body_bytes")
         return True
 
+    def _reject(self, flow: http.HTTPFlow, problem: str) -> None:
+        """Answer a request that fails a hygiene check with a 400, before any lane sees it."""
+        response = anthropic_error(400, "invalid_request_error", f"ccmitm refused this request: {problem}")
+        self.answer_locally(flow, response, Reason.REJECTED, problem)
+
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:  # already answered by another addon
+            return
+        problem = hygiene.head_problem(flow.request)
+        if problem is not None:
+            self._reject(flow, problem)
+            return
         length = flow.request.headers.get("content-length", "")
         if length.isdigit():  # refuse before reading the body
             self._too_large(flow, int(length))
 
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:  # already answered (e.g. rejected in requestheaders)
+            return
+        problem = hygiene.body_problem(flow.request)
+        if problem is not None:
+            self._reject(flow, problem)
             return
         if self._too_large(flow, len(flow.request.raw_content or b"")):  # a chunked upload
             return
@@ -330,6 +349,7 @@ class Router:
                 state.thinking_stripped = stripped.blocks
                 request.content = _serialise(body)
         self._rewrite(request, lane, route, body)
+        hygiene.set_framing(request)  # last: the rewrite may have changed the body
         _via(flow, snapshot.upstream_proxy)
         flow.metadata[FLOW_KEY] = state
         self.in_flight += 1

@@ -15,9 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mitmproxy import options
+from mitmproxy import connection, ctx, http, options
 from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 from mitmproxy.master import Master
+from mitmproxy.net.tls import starts_like_tls_record
+from mitmproxy.proxy import commands, events, layer
+from mitmproxy.proxy.layers import modes
+from mitmproxy.proxy.mode_specs import ReverseMode
 
 from ccmitm.config.model import Config
 from ccmitm.proxy.state import LaneEndpoint
@@ -89,7 +93,93 @@ def mitmproxy_options(config: Config) -> dict[str, Any]:
         "body_size_limit": str(4 * proxy.max_body_bytes),
         "keep_host_header": False,
         "tcp_timeout": int(max(proxy.read_timeout_s, 1)),
+        # mitmproxy's default, stated because the Router relies on it: requests with ambiguous
+        # framing (Content-Length and Transfer-Encoding, several lengths) or invalid header names
+        # are refused with a 400 before any hook runs.
+        "validate_inbound_headers": True,
     }
+
+
+class _Refused(layer.Layer):
+    """A layer that closes the client connection at once: what a protocol we do not serve gets."""
+
+    _closed = False
+
+    def _handle_event(self, event: events.Event) -> layer.CommandGenerator[None]:
+        if not self._closed:
+            self._closed = True
+            yield commands.CloseConnection(self.context.client)
+
+
+class ListenerGuard:
+    """What the listeners accept before any request exists.
+
+    - The reverse listener serves plain HTTP only, as documented. Its mode ("reverse:https://…")
+      names the upstream's scheme, but mitmproxy would also accept TLS from the client (with a
+      certificate minted for any SNI) and HTTP/3 on the same port over UDP: both are closed here.
+    - A connection must deliver a complete request head within ``header_timeout_s`` of opening
+      (or of its CONNECT), or it is closed: otherwise a client trickling a partial head holds a
+      connection open for as long as it likes. Later requests on a kept-alive connection are not
+      timed (an idle keep-alive connection is normal; mitmproxy's tcp_timeout ends those).
+
+    Added before mitmproxy's NextLayer addon so that its ``next_layer`` decision comes first."""
+
+    def __init__(self, servers: proxyserver.Proxyserver, header_timeout_s: float) -> None:
+        self.servers = servers
+        self.header_timeout_s = header_timeout_s
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._intercepted: list[re.Pattern[str]] = []
+
+    def configure(self, updated: set[str]) -> None:
+        if "allow_hosts" in updated:
+            self._intercepted = [re.compile(x, re.IGNORECASE) for x in ctx.options.allow_hosts]
+
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        context = nextlayer.context
+        if nextlayer.layer is not None or not isinstance(context.client.proxy_mode, ReverseMode):
+            return
+        if not context.layers or not isinstance(context.layers[-1], modes.ReverseProxy):
+            return
+        if context.client.transport_protocol == "udp" or starts_like_tls_record(nextlayer.data_client()):
+            log.info("reverse listener: closed a TLS or UDP connection (it serves plain HTTP only)")
+            nextlayer.layer = _Refused(context)
+
+    # --- the header timeout ------------------------------------------------------------------------
+    def client_connected(self, client: connection.Client) -> None:
+        if client.transport_protocol == "tcp":
+            self._arm(client.id)
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        # The CONNECT head is in; the request head inside the tunnel is next. A tunnel that is not
+        # decrypted (a host outside intercept_hosts) carries no request of ours: not timed.
+        target = f"{flow.request.host}:{flow.request.port}"
+        if any(pattern.search(target) for pattern in self._intercepted):
+            self._arm(flow.client_conn.id)
+        else:
+            self._disarm(flow.client_conn.id)
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        self._disarm(flow.client_conn.id)
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self._disarm(client.id)
+
+    def _arm(self, client_id: str) -> None:
+        self._disarm(client_id)
+        loop = asyncio.get_running_loop()
+        self._timers[client_id] = loop.call_later(self.header_timeout_s, self._expire, client_id)
+
+    def _disarm(self, client_id: str) -> None:
+        timer = self._timers.pop(client_id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _expire(self, client_id: str) -> None:
+        self._timers.pop(client_id, None)
+        handler = self.servers.connections.get(client_id)
+        if handler is not None:
+            log.info("closed a connection with no complete request head after %ss", self.header_timeout_s)
+            handler.close_connection(handler.client)
 
 
 @dataclass(frozen=True)
@@ -103,9 +193,12 @@ class Proxy:
 
     def __init__(self, config: Config, addons: list[Any]):
         self.master = Master(options.Options(), with_termlog=False)
+        servers = proxyserver.Proxyserver()
+        self.guard = ListenerGuard(servers, config.proxy.header_timeout_s)
         self.master.addons.add(
             core.Core(),
-            proxyserver.Proxyserver(),
+            servers,
+            self.guard,  # before NextLayer: its next_layer decision comes first
             next_layer.NextLayer(),
             tlsconfig.TlsConfig(),
             *addons,
@@ -147,6 +240,7 @@ class Proxy:
 
     async def apply(self, config: Config) -> None:
         """Apply a new config's options in one update; listeners are re-bound only if they changed."""
+        self.guard.header_timeout_s = config.proxy.header_timeout_s
         wanted = mitmproxy_options(config)
         current = {name: getattr(self.master.options, name) for name in wanted}
         changed = {
