@@ -45,7 +45,7 @@ FLOW_KEY = "ccmitm"
 CLIENT_CREDENTIAL_HEADERS = ("x-api-key", "authorization")
 # Dropped on keyed lanes: Anthropic beta flags mean nothing (or something else) to a third party,
 # and nothing that could carry a credential of the user's may follow the request there.
-DROPPED_ON_KEYED_LANES = ("anthropic-beta", "cookie", "proxy-authorization")
+DROPPED_ON_KEYED_LANES = ("anthropic-beta", "cookie", "proxy-authorization", "x-ccmitm-token")
 # Refusals worth one retry on the default lane: the lane is busy, broken, or has a bad key.
 FAILOVER_KINDS = frozenset({RATE_LIMIT, SERVER, AUTH})
 # Other 4xx refusals held back (when small, whole JSON) so their code can be read: Z.AI answers
@@ -371,9 +371,16 @@ class Router:
         if lane.keyed:
             # The client's credentials out and the lane key in, in one assignment of the fields.
             assert lane.auth_field is not None, "decide() never routes to a lane without a key"
+            # By value too: a credential copied into any other header stays behind as well.
             headers = request.headers
+            secrets = hygiene.client_secrets(headers.fields)
             headers.fields = (
-                *(f for f in headers.fields if f[0].lower() not in _STRIPPED_ON_KEYED_LANES),
+                *(
+                    f
+                    for f in headers.fields
+                    if f[0].lower() not in _STRIPPED_ON_KEYED_LANES
+                    and not hygiene.carries_credential(f[1], secrets)
+                ),
                 lane.auth_field,
             )
 

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import h11
 from mitmproxy import connection, ctx, http, options
 from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 from mitmproxy.master import Master
 from mitmproxy.net.tls import starts_like_tls_record
 from mitmproxy.proxy import commands, events, layer
-from mitmproxy.proxy.layers import modes
+from mitmproxy.proxy.layers import ClientTLSLayer, HttpLayer
+from mitmproxy.proxy.layers.http._http1 import Http1Server
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from ccmitm.config.model import Config
@@ -111,18 +113,52 @@ class _Refused(layer.Layer):
             yield commands.CloseConnection(self.context.client)
 
 
+class _TrailerKeepingReader:
+    """A chunked-body reader that keeps the trailer fields on the request instead of failing.
+
+    mitmproxy's HTTP/1.1 server raises NotImplementedError on request trailers, and the call then
+    hangs unanswered. With the trailers kept on ``request.trailers`` the request reaches the
+    Router, which answers it with a 400 (see hygiene.body_problem)."""
+
+    def __init__(self, inner: Any, request: http.Request) -> None:
+        self.inner = inner
+        self.request = request
+
+    def __call__(self, buf: Any) -> Any:
+        event = self.inner(buf)
+        if isinstance(event, h11.EndOfMessage) and event.headers:
+            self.request.trailers = http.Headers([(bytes(n), bytes(v)) for n, v in event.headers])
+            return h11.EndOfMessage()
+        return event
+
+    def read_eof(self) -> Any:
+        return self.inner.read_eof()
+
+
+class _Http1Server(Http1Server):
+    """mitmproxy's HTTP/1.1 server side, with request trailers kept instead of crashing on them."""
+
+    def read_body(self, event: events.Event) -> layer.CommandGenerator[None]:
+        if self.request is not None and not isinstance(self.body_reader, _TrailerKeepingReader):
+            self.body_reader = _TrailerKeepingReader(self.body_reader, self.request)  # type: ignore[assignment]  # same interface
+        yield from super().read_body(event)
+
+
 class ListenerGuard:
     """What the listeners accept before any request exists.
 
     - The reverse listener serves plain HTTP only, as documented. Its mode ("reverse:https://…")
       names the upstream's scheme, but mitmproxy would also accept TLS from the client (with a
       certificate minted for any SNI) and HTTP/3 on the same port over UDP: both are closed here.
+    - A plain HTTP/1.1 client connection gets :class:`_Http1Server`, so that a request with
+      trailers is answered (with a 400) instead of hanging.
     - A connection must deliver a complete request head within ``header_timeout_s`` of opening
       (or of its CONNECT), or it is closed: otherwise a client trickling a partial head holds a
       connection open for as long as it likes. Later requests on a kept-alive connection are not
       timed (an idle keep-alive connection is normal; mitmproxy's tcp_timeout ends those).
 
-    Added before mitmproxy's NextLayer addon so that its ``next_layer`` decision comes first."""
+    Added after mitmproxy's NextLayer addon: its ``next_layer`` sees (and may replace) the
+    layers NextLayer chose."""
 
     def __init__(self, servers: proxyserver.Proxyserver, header_timeout_s: float) -> None:
         self.servers = servers
@@ -136,13 +172,22 @@ class ListenerGuard:
 
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
         context = nextlayer.context
-        if nextlayer.layer is not None or not isinstance(context.client.proxy_mode, ReverseMode):
+        if nextlayer.layer is None:  # NextLayer wants more bytes first
             return
-        if not context.layers or not isinstance(context.layers[-1], modes.ReverseProxy):
-            return
-        if context.client.transport_protocol == "udp" or starts_like_tls_record(nextlayer.data_client()):
+        if isinstance(context.client.proxy_mode, ReverseMode) and (
+            context.client.transport_protocol == "udp" or starts_like_tls_record(nextlayer.data_client())
+        ):
             log.info("reverse listener: closed a TLS or UDP connection (it serves plain HTTP only)")
             nextlayer.layer = _Refused(context)
+            return
+        current: layer.Layer | None = nextlayer.layer
+        while current is not None and not isinstance(current, ClientTLSLayer):
+            if isinstance(current, HttpLayer):
+                client = current.context.client
+                if client.alpn in (None, b"", b"http/1.1"):
+                    current.connections.setdefault(client, _Http1Server(current.context.fork()))
+                return
+            current = getattr(current, "child_layer", None)
 
     # --- the header timeout ------------------------------------------------------------------------
     def client_connected(self, client: connection.Client) -> None:
@@ -198,8 +243,8 @@ class Proxy:
         self.master.addons.add(
             core.Core(),
             servers,
-            self.guard,  # before NextLayer: its next_layer decision comes first
             next_layer.NextLayer(),
+            self.guard,  # after NextLayer: it reviews the layers NextLayer chose
             tlsconfig.TlsConfig(),
             *addons,
         )
