@@ -293,9 +293,11 @@ def test_the_reverse_listener_does_not_speak_tls(daemon: Daemon, alpn: list[str]
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     context.set_alpn_protocols(alpn)
-    with socket.create_connection(("127.0.0.1", daemon.reverse_port), timeout=READ_S) as sock:
-        with pytest.raises((ssl.SSLError, ConnectionError, TimeoutError)):
-            context.wrap_socket(sock, server_hostname="api.anthropic.com")
+    with (
+        socket.create_connection(("127.0.0.1", daemon.reverse_port), timeout=READ_S) as sock,
+        pytest.raises((ssl.SSLError, ConnectionError, TimeoutError)),
+    ):
+        context.wrap_socket(sock, server_hostname="api.anthropic.com")
     # Plain HTTP on the same listener still works.
     raw = http1(daemon, "reverse", [b"GET /v1/models HTTP/1.1", b"Host: api.anthropic.com"])
     assert status_of(raw) == 200
