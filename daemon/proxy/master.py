@@ -222,8 +222,10 @@ class ListenerGuard:
     def _expire(self, client_id: str) -> None:
         self._timers.pop(client_id, None)
         handler = self.servers.connections.get(client_id)
-        if handler is not None:
-            log.info("closed a connection with no complete request head after %ss", self.header_timeout_s)
+        if handler is None:
+            return
+        log.info("closed a connection with no complete request head after %ss", self.header_timeout_s)
+        with contextlib.suppress(KeyError):  # it closed by itself in the meantime
             handler.close_connection(handler.client)
 
 
