@@ -7,7 +7,6 @@ these pin each rule down quickly, with mitmproxy's test flows (see tests/proxy/t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 from mitmproxy import http
@@ -17,15 +16,11 @@ from ccmitm.proxy import hygiene
 from ccmitm.proxy.failover import lane_url
 from ccmitm.proxy.flow import FlowState
 from tests.helpers import CLIENT_API_KEY, CLIENT_OAUTH_TOKEN, ZAI_KEY
+from tests.proxy import test_addon
 from tests.proxy.test_addon import CONFIG, HAIKU, LIMIT, SONNET, Fixture, answer, messages_flow, send
 
-
-@pytest.fixture
-def fx() -> Iterator[Fixture]:
-    fixture = Fixture()
-    with taddons.context(fixture.router) as context:
-        fixture.loop = context.master.event_loop
-        yield fixture
+# test_addon's fixture (a Router in a taddons context): pytest finds fixtures by module attribute.
+fx = test_addon.fx
 
 
 def header_bytes(flow: http.HTTPFlow) -> bytes:
