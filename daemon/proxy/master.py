@@ -149,7 +149,8 @@ class ListenerGuard:
 
     - The reverse listener serves plain HTTP only, as documented. Its mode ("reverse:https://…")
       names the upstream's scheme, but mitmproxy would also accept TLS from the client (with a
-      certificate minted for any SNI) and HTTP/3 on the same port over UDP: both are closed here.
+      certificate minted for any SNI): such a connection is closed here, as is any UDP (QUIC)
+      connection, should mitmproxy ever serve one on that mode.
     - A plain HTTP/1.1 client connection gets :class:`_Http1Server`, so that a request with
       trailers is answered (with a 400) instead of hanging.
     - A connection must deliver a complete request head within ``header_timeout_s`` of opening
