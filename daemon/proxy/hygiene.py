@@ -98,8 +98,16 @@ def set_framing(request: http.Request) -> None:
         return
     if not framing and not body and request.method in _BODYLESS_METHODS:
         return  # a GET as it should be: nothing to frame
-    kept = [(name, value) for name, value in fields if name.lower() not in _FRAMING_NAMES]
-    request.headers.fields = (*kept, (b"content-length", wanted))
+    # The length takes the place of the first framing header (or goes first), so that the order
+    # of everything else is kept: a keyed lane's key stays the last field.
+    length = (b"content-length", wanted)
+    reframed: list[tuple[bytes, bytes]] = [] if framing else [length]
+    for name, value in fields:
+        if name.lower() not in _FRAMING_NAMES:
+            reframed.append((name, value))
+        elif length not in reframed:
+            reframed.append(length)
+    request.headers.fields = tuple(reframed)
 
 
 def client_secrets(fields: HeaderFields) -> frozenset[bytes]:
