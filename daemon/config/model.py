@@ -88,6 +88,12 @@ class ProxyConfig(_Strict):
         le=86400,
         description="An upstream that sends nothing for this many seconds is cut off (logged as a stall).",
     )
+    header_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="A client that has not sent a complete request head this many seconds after connecting (or after its CONNECT) is disconnected.",
+    )
     max_body_bytes: int = Field(
         32 * 1024 * 1024,
         ge=1024,

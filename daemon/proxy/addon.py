@@ -26,6 +26,7 @@ from ccmitm.core.refusals import HOLDING, Refusal, RefusalClass, classify
 from ccmitm.core.routing import Reason, RequestFacts, Route, decide, model_of
 from ccmitm.core.sse import Usage, UsageReader, decode_bounded, is_event_stream
 from ccmitm.logs.usage import UsageRecord, clean_text, request_class_of
+from ccmitm.proxy import hygiene
 from ccmitm.proxy.failover import DefaultLaneClient
 from ccmitm.proxy.flow import (
     RESPONSE_HEADERS,
@@ -44,7 +45,7 @@ FLOW_KEY = "ccmitm"
 CLIENT_CREDENTIAL_HEADERS = ("x-api-key", "authorization")
 # Dropped on keyed lanes: Anthropic beta flags mean nothing (or something else) to a third party,
 # and nothing that could carry a credential of the user's may follow the request there.
-DROPPED_ON_KEYED_LANES = ("anthropic-beta", "cookie", "proxy-authorization")
+DROPPED_ON_KEYED_LANES = ("anthropic-beta", "cookie", "proxy-authorization", "x-ccmitm-token")
 # Refusals worth one retry on the default lane: the lane is busy, broken, or has a bad key.
 FAILOVER_KINDS = frozenset({RATE_LIMIT, SERVER, AUTH})
 # Other 4xx refusals held back (when small, whole JSON) so their code can be read: Z.AI answers
@@ -80,7 +81,9 @@ def _listener(flow: http.HTTPFlow) -> str:
 def _parse_body(request: http.Request) -> Any:
     try:
         return json.loads(request.get_content(strict=False) or b"")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: JSON nested deeper than the parser goes. Like any unreadable body, it is
+        # routed by what can be read (no model: the default lane), which answers it itself.
         return None
 
 
@@ -178,18 +181,34 @@ class Router:
         limit = self.runtime.active.config.proxy.max_body_bytes
         if size <= limit:
             return False
-        flow.response = anthropic_error(
+        response = anthropic_error(
             413, "request_too_large", f"request body is larger than ccmitm's limit of {limit} bytes"
         )
+        self.answer_locally(flow, response, Reason.REJECTED, "request body over proxy.max_body_bytes")
         return True
 
+    def _reject(self, flow: http.HTTPFlow, problem: str) -> None:
+        """Answer a request that fails a hygiene check with a 400, before any lane sees it."""
+        response = anthropic_error(400, "invalid_request_error", f"ccmitm refused this request: {problem}")
+        self.answer_locally(flow, response, Reason.REJECTED, problem)
+
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:  # already answered by another addon
+            return
+        problem = hygiene.head_problem(flow.request)
+        if problem is not None:
+            self._reject(flow, problem)
+            return
         length = flow.request.headers.get("content-length", "")
         if length.isdigit():  # refuse before reading the body
             self._too_large(flow, int(length))
 
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:  # already answered (e.g. rejected in requestheaders)
+            return
+        problem = hygiene.body_problem(flow.request)
+        if problem is not None:
+            self._reject(flow, problem)
             return
         if self._too_large(flow, len(flow.request.raw_content or b"")):  # a chunked upload
             return
@@ -332,6 +351,7 @@ class Router:
                 state.thinking_stripped = stripped.blocks
                 request.content = _serialise(body)
         self._rewrite(request, lane, route, body)
+        hygiene.set_framing(request)  # last: the rewrite may have changed the body
         _via(flow, snapshot.upstream_proxy)
         flow.metadata[FLOW_KEY] = state
         self.in_flight += 1
@@ -353,9 +373,16 @@ class Router:
         if lane.keyed:
             # The client's credentials out and the lane key in, in one assignment of the fields.
             assert lane.auth_field is not None, "decide() never routes to a lane without a key"
+            # By value too: a credential copied into any other header stays behind as well.
             headers = request.headers
+            secrets = hygiene.client_secrets(headers.fields)
             headers.fields = (
-                *(f for f in headers.fields if f[0].lower() not in _STRIPPED_ON_KEYED_LANES),
+                *(
+                    f
+                    for f in headers.fields
+                    if f[0].lower() not in _STRIPPED_ON_KEYED_LANES
+                    and not hygiene.carries_credential(f[1], secrets)
+                ),
                 lane.auth_field,
             )
 

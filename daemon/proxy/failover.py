@@ -12,6 +12,7 @@ from __future__ import annotations
 import httpx
 from mitmproxy import http
 
+from ccmitm.proxy.hygiene import path_problem
 from ccmitm.proxy.state import LaneEndpoint
 
 # Hop-by-hop and framing headers belong to each connection, not to the request.
@@ -33,6 +34,20 @@ _NOT_FORWARDED = frozenset(
 _NOT_RETURNED = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
 )
+
+
+def lane_url(lane: LaneEndpoint, path: str) -> httpx.URL:
+    """The lane's URL for ``path``, built from parts: the host is always the lane's.
+
+    Pasting the client's path after "scheme://host:port" would let a path such as
+    "@evil.example/v1/messages" turn the lane's host into userinfo and name another host, so the
+    path must be origin-form (the Router refuses anything else before routing; this is the last
+    line) and goes into the URL as its path and query only."""
+    problem = path_problem(path)
+    if problem is not None:
+        raise ValueError(problem)
+    raw_path = (lane.prefix + path).encode()
+    return httpx.URL(scheme=lane.scheme, host=lane.host, port=lane.port, raw_path=raw_path)
 
 
 class DefaultLaneClient:
@@ -66,7 +81,7 @@ class DefaultLaneClient:
             if name.lower() not in _NOT_FORWARDED
         ]
         headers.append(("accept-encoding", "identity"))
-        url = f"{lane.scheme}://{lane.host}:{lane.port}{lane.prefix}{original.path}"
+        url = lane_url(lane, original.path)
         response = await self._client.request(
             original.method,
             url,

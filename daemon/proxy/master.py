@@ -15,9 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mitmproxy import options
+import h11
+from mitmproxy import connection, ctx, http, options
 from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 from mitmproxy.master import Master
+from mitmproxy.net.tls import starts_like_tls_record
+from mitmproxy.proxy import commands, events, layer
+from mitmproxy.proxy.layers import ClientTLSLayer, HttpLayer
+from mitmproxy.proxy.layers.http._http1 import Http1Server
+from mitmproxy.proxy.mode_specs import ReverseMode
 
 from ccmitm.config.model import Config
 from ccmitm.proxy.state import LaneEndpoint
@@ -89,7 +95,139 @@ def mitmproxy_options(config: Config) -> dict[str, Any]:
         "body_size_limit": str(4 * proxy.max_body_bytes),
         "keep_host_header": False,
         "tcp_timeout": int(max(proxy.read_timeout_s, 1)),
+        # mitmproxy's default, stated because the Router relies on it: requests with ambiguous
+        # framing (Content-Length and Transfer-Encoding, several lengths) or invalid header names
+        # are refused with a 400 before any hook runs.
+        "validate_inbound_headers": True,
     }
+
+
+class _Refused(layer.Layer):
+    """A layer that closes the client connection at once: what a protocol we do not serve gets."""
+
+    _closed = False
+
+    def _handle_event(self, event: events.Event) -> layer.CommandGenerator[None]:
+        if not self._closed:
+            self._closed = True
+            yield commands.CloseConnection(self.context.client)
+
+
+class _TrailerKeepingReader:
+    """A chunked-body reader that keeps the trailer fields on the request instead of failing.
+
+    mitmproxy's HTTP/1.1 server raises NotImplementedError on request trailers, and the call then
+    hangs unanswered. With the trailers kept on ``request.trailers`` the request reaches the
+    Router, which answers it with a 400 (see hygiene.body_problem)."""
+
+    def __init__(self, inner: Any, request: http.Request) -> None:
+        self.inner = inner
+        self.request = request
+
+    def __call__(self, buf: Any) -> Any:
+        event = self.inner(buf)
+        if isinstance(event, h11.EndOfMessage) and event.headers:
+            self.request.trailers = http.Headers([(bytes(n), bytes(v)) for n, v in event.headers])
+            return h11.EndOfMessage()
+        return event
+
+    def read_eof(self) -> Any:
+        return self.inner.read_eof()
+
+
+class _Http1Server(Http1Server):
+    """mitmproxy's HTTP/1.1 server side, with request trailers kept instead of crashing on them."""
+
+    def read_body(self, event: events.Event) -> layer.CommandGenerator[None]:
+        if self.request is not None and not isinstance(self.body_reader, _TrailerKeepingReader):
+            self.body_reader = _TrailerKeepingReader(self.body_reader, self.request)  # type: ignore[assignment]  # same interface
+        yield from super().read_body(event)
+
+
+class ListenerGuard:
+    """What the listeners accept before any request exists.
+
+    - The reverse listener serves plain HTTP only, as documented. Its mode ("reverse:https://…")
+      names the upstream's scheme, but mitmproxy would also accept TLS from the client (with a
+      certificate minted for any SNI): such a connection is closed here, as is any UDP (QUIC)
+      connection, should mitmproxy ever serve one on that mode.
+    - A plain HTTP/1.1 client connection gets :class:`_Http1Server`, so that a request with
+      trailers is answered (with a 400) instead of hanging.
+    - A connection must deliver a complete request head within ``header_timeout_s`` of opening
+      (or of its CONNECT), or it is closed: otherwise a client trickling a partial head holds a
+      connection open for as long as it likes. Later requests on a kept-alive connection are not
+      timed (an idle keep-alive connection is normal; mitmproxy's tcp_timeout ends those).
+
+    Added after mitmproxy's NextLayer addon: its ``next_layer`` sees (and may replace) the
+    layers NextLayer chose."""
+
+    def __init__(self, servers: proxyserver.Proxyserver, header_timeout_s: float) -> None:
+        self.servers = servers
+        self.header_timeout_s = header_timeout_s
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._intercepted: list[re.Pattern[str]] = []
+
+    def configure(self, updated: set[str]) -> None:
+        if "allow_hosts" in updated:
+            self._intercepted = [re.compile(x, re.IGNORECASE) for x in ctx.options.allow_hosts]
+
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        context = nextlayer.context
+        if nextlayer.layer is None:  # NextLayer wants more bytes first
+            return
+        if isinstance(context.client.proxy_mode, ReverseMode) and (
+            context.client.transport_protocol == "udp" or starts_like_tls_record(nextlayer.data_client())
+        ):
+            log.info("reverse listener: closed a TLS or UDP connection (it serves plain HTTP only)")
+            nextlayer.layer = _Refused(context)
+            return
+        current: layer.Layer | None = nextlayer.layer
+        while current is not None and not isinstance(current, ClientTLSLayer):
+            if isinstance(current, HttpLayer):
+                client = current.context.client
+                if client.alpn in (None, b"", b"http/1.1"):
+                    current.connections.setdefault(client, _Http1Server(current.context.fork()))
+                return
+            current = getattr(current, "child_layer", None)
+
+    # --- the header timeout ------------------------------------------------------------------------
+    def client_connected(self, client: connection.Client) -> None:
+        if client.transport_protocol == "tcp":
+            self._arm(client.id)
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        # The CONNECT head is in; the request head inside the tunnel is next. A tunnel that is not
+        # decrypted (a host outside intercept_hosts) carries no request of ours: not timed.
+        target = f"{flow.request.host}:{flow.request.port}"
+        if any(pattern.search(target) for pattern in self._intercepted):
+            self._arm(flow.client_conn.id)
+        else:
+            self._disarm(flow.client_conn.id)
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        self._disarm(flow.client_conn.id)
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self._disarm(client.id)
+
+    def _arm(self, client_id: str) -> None:
+        self._disarm(client_id)
+        loop = asyncio.get_running_loop()
+        self._timers[client_id] = loop.call_later(self.header_timeout_s, self._expire, client_id)
+
+    def _disarm(self, client_id: str) -> None:
+        timer = self._timers.pop(client_id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _expire(self, client_id: str) -> None:
+        self._timers.pop(client_id, None)
+        handler = self.servers.connections.get(client_id)
+        if handler is None:
+            return
+        log.info("closed a connection with no complete request head after %ss", self.header_timeout_s)
+        with contextlib.suppress(KeyError):  # it closed by itself in the meantime
+            handler.close_connection(handler.client)
 
 
 @dataclass(frozen=True)
@@ -103,10 +241,13 @@ class Proxy:
 
     def __init__(self, config: Config, addons: list[Any]):
         self.master = Master(options.Options(), with_termlog=False)
+        servers = proxyserver.Proxyserver()
+        self.guard = ListenerGuard(servers, config.proxy.header_timeout_s)
         self.master.addons.add(
             core.Core(),
-            proxyserver.Proxyserver(),
+            servers,
             next_layer.NextLayer(),
+            self.guard,  # after NextLayer: it reviews the layers NextLayer chose
             tlsconfig.TlsConfig(),
             *addons,
         )
@@ -147,6 +288,7 @@ class Proxy:
 
     async def apply(self, config: Config) -> None:
         """Apply a new config's options in one update; listeners are re-bound only if they changed."""
+        self.guard.header_timeout_s = config.proxy.header_timeout_s
         wanted = mitmproxy_options(config)
         current = {name: getattr(self.master.options, name) for name in wanted}
         changed = {
