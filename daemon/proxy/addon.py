@@ -34,6 +34,7 @@ from ccmitm.proxy.flow import (
     FlowState,
     OriginalRequest,
     anthropic_error,
+    client_credentials,
     pick_headers,
     request_secrets,
 )
@@ -375,7 +376,7 @@ class Router:
             assert lane.auth_field is not None, "decide() never routes to a lane without a key"
             # By value too: a credential copied into any other header stays behind as well.
             headers = request.headers
-            secrets = hygiene.client_secrets(headers.fields)
+            secrets = client_credentials(headers.fields)
             headers.fields = (
                 *(
                     f

@@ -73,21 +73,37 @@ class ClientHints:
         )
 
 
-CLIENT_CREDENTIALS = frozenset({b"x-api-key", b"authorization"})
+#: Headers whose values are a client's credentials (ccmitm's own token included).
+CREDENTIAL_HEADERS = frozenset(
+    {b"x-api-key", b"authorization", b"cookie", b"proxy-authorization", b"x-ccmitm-token"}
+)
+# Shorter values would match innocent text by chance; real credentials are far longer.
+_MIN_SECRET_BYTES = 8
+
+
+def client_credentials(fields: HeaderFields) -> frozenset[bytes]:
+    """The credential values a client sent in this request: each credential header's value whole,
+    and the token after a scheme such as "Bearer ". The one place that knows what a request's
+    credentials are: the rewrite removes them by value from a keyed lane's headers, and the usage
+    line redacts them by value (:func:`request_secrets`)."""
+    found: set[bytes] = set()
+    for name, value in fields:
+        if name.lower() in CREDENTIAL_HEADERS:
+            whole = value.strip()
+            for part in (whole, whole.rpartition(b" ")[2]):
+                if len(part) >= _MIN_SECRET_BYTES:
+                    found.add(part)
+    return frozenset(found)
 
 
 def request_secrets(fields: HeaderFields, known: frozenset[str]) -> frozenset[str]:
-    """``known`` plus the credentials a request carries (the x-api-key value, the Authorization
-    value with and without its scheme), so they can be removed by exact value from what is
-    written about it. ``known`` itself (hash already cached) when the request carries none."""
-    found = pick_headers(fields, CLIENT_CREDENTIALS)
+    """``known`` plus the credentials a request carries (:func:`client_credentials`), so they can
+    be removed by exact value from what is written about it. ``known`` itself (hash already
+    cached) when the request carries none."""
+    found = client_credentials(fields)
     if not found:
         return known
-    values = tuple(found.values())
-    scheme, _, token = found.get(b"authorization", "").partition(" ")
-    if token and scheme.lower() == "bearer":
-        values += (token.strip(),)
-    return _joined(known, values)
+    return _joined(known, tuple(sorted(value.decode("utf-8", "surrogateescape") for value in found)))
 
 
 def _join(known: frozenset[str], values: tuple[str, ...]) -> frozenset[str]:

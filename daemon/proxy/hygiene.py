@@ -110,18 +110,6 @@ def set_framing(request: http.Request) -> None:
     request.headers.fields = tuple(reframed)
 
 
-def client_secrets(fields: HeaderFields) -> frozenset[bytes]:
-    """The credential values a client sent in this request (whole, and the token after a scheme
-    such as "Bearer "), to find them again in any other header before a keyed lane sees it."""
-    found: set[bytes] = set()
-    for name, value in fields:
-        if name.lower() in _CREDENTIAL_NAMES:
-            for part in (value.strip(), value.strip().rpartition(b" ")[2]):
-                if len(part) >= _MIN_SECRET_BYTES:
-                    found.add(part)
-    return frozenset(found)
-
-
 def carries_credential(value: bytes, secrets: frozenset[bytes]) -> bool:
     """Whether a header value holds one of ``secrets`` or anything shaped like an Anthropic key."""
     return _ANTHROPIC_KEY_MARK in value.lower() or any(secret in value for secret in secrets)
@@ -129,10 +117,5 @@ def carries_credential(value: bytes, secrets: frozenset[bytes]) -> bool:
 
 # Every Anthropic credential family (API keys, OAuth and admin tokens) starts with this.
 _ANTHROPIC_KEY_MARK = b"sk-ant-"
-_CREDENTIAL_NAMES = frozenset(
-    {b"x-api-key", b"authorization", b"cookie", b"proxy-authorization", b"x-ccmitm-token"}
-)
-# Shorter values would match innocent headers by chance; real credentials are far longer.
-_MIN_SECRET_BYTES = 8
 _FRAMING_NAMES = frozenset({b"content-length", b"transfer-encoding"})
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
