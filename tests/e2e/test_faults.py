@@ -36,7 +36,9 @@ def breaker_config(failures: int = 2, cooldown_s: float = 1.0, failover: bool = 
 # --- the offload lane is sick -----------------------------------------------------------------------
 def test_failover_answers_from_anthropic_then_the_breaker_opens_and_closes(make_daemon, upstreams) -> None:
     anthropic_up, zai = upstreams
-    daemon = make_daemon(breaker_config(failures=2, cooldown_s=1.0))
+    # A cooldown long enough that the breaker is still open when the test looks, however slow
+    # the machine; the test then waits for it to half-open.
+    daemon = make_daemon(breaker_config(failures=2, cooldown_s=6.0))
     zai.behaviour = "status:529"
 
     hints = {"x-claude-code-session-id": "sess-1", "x-claude-code-request-class": "subagent"}
@@ -65,7 +67,11 @@ def test_failover_answers_from_anthropic_then_the_breaker_opens_and_closes(make_
     assert daemon.wait_usage(5)[-1]["reason"] == "breaker"
 
     zai.behaviour = "ok"
-    wait_for(lambda: status(daemon)["lanes"]["zai"]["breaker"]["state"] == "half_open", what="half open")
+    wait_for(
+        lambda: status(daemon)["lanes"]["zai"]["breaker"]["state"] == "half_open",
+        timeout=30,
+        what="half open",
+    )
     post(daemon)  # the trial
     assert len(zai.messages()) == 3
     assert status(daemon)["lanes"]["zai"]["breaker"]["state"] == "closed"
