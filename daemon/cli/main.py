@@ -15,6 +15,7 @@ from ccmitm.cli.control import COMMANDS as CONTROL_COMMANDS
 from ccmitm.cli.logrotate import logrotate
 from ccmitm.cli.report import bundle, summarize, verify
 from ccmitm.cli.service import service
+from ccmitm.cli.token import COMMANDS as TOKEN_COMMANDS
 from ccmitm.cli.top import top
 from ccmitm.cli.wiring import COMMANDS as WIRING_COMMANDS
 from ccmitm.cli.workflow import COMMANDS as WORKFLOW_COMMANDS
@@ -35,7 +36,7 @@ def main(ctx: click.Context, config_option: str | None) -> None:
 
 
 _GROUPS = (config, service, summarize, verify, bundle, top, logrotate, completion)
-for _command in (*_GROUPS, *CONTROL_COMMANDS, *WIRING_COMMANDS, *WORKFLOW_COMMANDS):
+for _command in (*_GROUPS, *CONTROL_COMMANDS, *WIRING_COMMANDS, *WORKFLOW_COMMANDS, *TOKEN_COMMANDS):
     main.add_command(_command)
 
 

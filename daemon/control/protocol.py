@@ -30,6 +30,7 @@ Command = Literal[
     "reopen-logs",
     "bundle",
     "lane-reset",
+    "token-reload",
 ]
 #: The largest request line the server reads.
 MAX_LINE = 1024 * 1024
@@ -219,3 +220,11 @@ class RotateReply(TypedDict):
 
 class ReopenReply(TypedDict):
     reopened: list[str]
+
+
+class TokenReloadReply(TypedDict):
+    """``token-reload``: the daemon read its client token file again (after ``ccctl token rotate``)."""
+
+    changed: bool  # the token in force is a different one now
+    path: str  # the token file; the token itself is never in a reply
+    required: bool  # proxy.client_auth

@@ -56,6 +56,14 @@ BUFFERED_REPLY_BYTES = 1024 * 1024
 _STRIPPED_ON_KEYED_LANES = frozenset(
     name.encode() for name in CLIENT_CREDENTIAL_HEADERS + DROPPED_ON_KEYED_LANES
 )
+# ccmitm's own client token (proxy/auth.py) travels in these: it never leaves ccmitm, on any lane.
+_CLIENT_TOKEN_HEADERS = frozenset({b"x-ccmitm-token", b"proxy-authorization"})
+
+
+def _strip_client_token(request: http.Request) -> None:
+    fields = request.headers.fields
+    if any(name.lower() in _CLIENT_TOKEN_HEADERS for name, _ in fields):
+        request.headers.fields = tuple(f for f in fields if f[0].lower() not in _CLIENT_TOKEN_HEADERS)
 
 
 def _via(flow: http.HTTPFlow, spec: tuple[str, tuple[str, int]] | None) -> None:
@@ -183,6 +191,8 @@ class Router:
         return True
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:  # already answered (e.g. refused by the client auth)
+            return
         length = flow.request.headers.get("content-length", "")
         if length.isdigit():  # refuse before reading the body
             self._too_large(flow, int(length))
@@ -279,6 +289,7 @@ class Router:
 
     def _route(self, flow: http.HTTPFlow) -> None:
         request = flow.request
+        _strip_client_token(request)  # first: the failover copy below must not hold it either
         snapshot = self.runtime.active
         path = request.path.split("?", 1)[0]
         body: Any = None
@@ -370,7 +381,7 @@ class Router:
         refusal = classify(status, response.get_content(strict=False), headers, self.runtime.wall())
         if refusal is not None and refusal.message:
             # The upstream's own words reach `ccctl status`: an upstream may echo a key in them.
-            keys = tuple(lane.key for lane in self.runtime.active.lanes.values() if lane.key)
+            keys = self.runtime.secret_values()
             refusal = replace(refusal, message=redact_text(clean_text(refusal.message) or "", keys))
         state.refusal = str(refusal.cls) if refusal is not None else None
         if refusal is None and kind not in FAILOVER_KINDS:

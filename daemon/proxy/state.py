@@ -234,7 +234,18 @@ class Runtime:
         # Signatures (as digests) of thinking blocks the offload lanes made: stripped on the way
         # to the default lane, which would reject them.
         self.foreign_signatures = SignatureRegistry()
+        # The client token clients must show (proxy.client_auth); None when there is none. The
+        # supervisor reads it from its file at start, reload and `ccctl token rotate`.
+        self.client_token: str | None = None
         self._sync_breakers(None)
+
+    def secret_values(self) -> dict[str, str]:
+        """Every secret value in use, by label (lane keys, the client token): what the redactor
+        scrubs by exact value from everything ccmitm writes."""
+        values = {name: lane.key for name, lane in self.active.lanes.items() if lane.key}
+        if self.client_token:
+            values["client-token"] = self.client_token
+        return values
 
     # --- kill-switch -----------------------------------------------------------------------------
     @property

@@ -23,15 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from ccmitm import __version__, paths
+from ccmitm.config.clienttoken import FILE_NAME, TokenError, ensure_token, read_token
 from ccmitm.config.errors import ConfigError
 from ccmitm.config.keys import resolve_lane_key
 from ccmitm.config.load import BUILTIN_SOURCE, LoadedConfig, load
 from ccmitm.config.model import Config
-from ccmitm.control.protocol import ControlError, ReloadReply, ReopenReply, RotateReply
+from ccmitm.control.protocol import ControlError, ReloadReply, ReopenReply, RotateReply, TokenReloadReply
 from ccmitm.control.server import ControlServer
 from ccmitm.logs.daemonlog import DaemonLog
 from ccmitm.logs.usage import UsageLog, UsageRecord
 from ccmitm.proxy.addon import Router
+from ccmitm.proxy.auth import ClientAuth
 from ccmitm.proxy.master import ListenerError, Proxy, secure_confdir
 from ccmitm.proxy.state import PauseStore, Runtime, Snapshot
 from ccmitm.reports.bundle import make_bundle
@@ -45,9 +47,11 @@ from ccmitm.supervisor.watcher import ConfigWatcher
 log = logging.getLogger("ccmitm")
 
 EXIT_LISTEN = 3
+EXIT_TOKEN = 4
 PID_FILE = "ccmitmd.pid"
 LAST_GOOD = "last-good-config.yaml"
 SIGNATURES = "foreign-signatures.json"
+CLIENT_TOKEN = FILE_NAME
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,8 @@ class Daemon:
         # exporters) gets the same record, on the proxy's event loop; each must return at once.
         self.record_observers: list[Callable[[UsageRecord], None]] = [self.usage.write]
         self.router = Router(self.runtime, self._publish)
+        self.client_auth = ClientAuth(self.runtime, self.router.answer_locally)
+        self.token_path = state_dir / CLIENT_TOKEN
         self.quota = QuotaMeter(self.runtime)
         self.proxy: Proxy | None = None
         self.notifier = Notifier.from_env()
@@ -153,8 +159,14 @@ class Daemon:
             # Said once, here, before mitmproxy tries (and logs its own multi-line version).
             log.error("cannot start: %s", taken)
             return EXIT_LISTEN
+        try:
+            self._use_token(self._read_token(config))
+        except TokenError as exc:
+            log.error("cannot start: %s", exc)
+            return EXIT_TOKEN
         self.usage.start()
-        self.proxy = Proxy(config, [self.router])
+        # The client check first: a refused request never reaches the Router's routing.
+        self.proxy = Proxy(config, [self.client_auth, self.router])
         try:
             await self.proxy.start()
             await self.control.start()
@@ -265,9 +277,35 @@ class Daemon:
         )
 
     def _publish_secrets(self, snapshot: Snapshot) -> None:
-        """Tell the log formatter the lane keys in use, so it scrubs them even in an unknown format."""
+        """Tell the log formatter the secrets in use (lane keys, the client token), so it scrubs
+        them even in an unknown format."""
         if self.daemon_log is not None:
-            self.daemon_log.set_secret_values(tuple(lane.key for lane in snapshot.lanes.values() if lane.key))
+            self.daemon_log.set_secret_values(tuple(self.runtime.secret_values().values()))
+
+    # --- the client token ------------------------------------------------------------------------
+    def _read_token(self, config: Config) -> str | None:
+        """The client token from its file, created first when proxy.client_auth needs one and
+        there is none. Blocking file I/O: at start, or in a worker thread."""
+        return ensure_token(self.token_path) if config.proxy.client_auth else read_token(self.token_path)
+
+    def _use_token(self, token: str | None) -> bool:
+        """Put the token in force (on the event loop); True when it changed."""
+        changed = token != self.runtime.client_token
+        self.runtime.client_token = token
+        self._publish_secrets(self.runtime.active)
+        return changed
+
+    async def reload_token(self) -> TokenReloadReply:
+        """`ccctl token rotate` wrote a new token: use it from the next request on (the old one
+        stops working, tunnels opened with it included)."""
+        config = self.runtime.active.config
+        try:
+            changed = self._use_token(await asyncio.to_thread(self._read_token, config))
+        except TokenError as exc:
+            raise ControlError(str(exc)) from None
+        if changed:
+            log.warning("client token replaced (%s): clients need the new one", self.token_path)
+        return {"changed": changed, "path": str(self.token_path), "required": config.proxy.client_auth}
 
     def _status_line(self) -> str:
         proxy = self.runtime.active.config.proxy
@@ -318,6 +356,11 @@ class Daemon:
                 )
                 return {"ok": False, "error": message}
             self.runtime.swap(snapshot)
+            try:
+                # client_auth turned on makes the token file now if there is none.
+                self._use_token(await asyncio.to_thread(self._read_token, loaded.config))
+            except TokenError as exc:
+                log.error("%s: the client token stays as it was", exc)
             self._publish_secrets(snapshot)
             self._apply_edges(loaded)
             self._save_last_good()
@@ -392,7 +435,7 @@ class Daemon:
 
     async def run_bundle(self) -> dict[str, Any]:
         config = self.runtime.active.config
-        keys = {name: lane.key for name, lane in self.runtime.active.lanes.items() if lane.key}
+        keys = self.runtime.secret_values()
         log.info("bundle: starting")
         # tar and gzip run in a worker thread: the proxy's event loop never waits for them.
         result = await asyncio.to_thread(

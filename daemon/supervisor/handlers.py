@@ -21,6 +21,7 @@ from ccmitm.control.protocol import (
     PauseReply,
     ReloadReply,
     StatusReply,
+    TokenReloadReply,
 )
 from ccmitm.control.server import Handler
 from ccmitm.proxy.state import LaneStats
@@ -97,7 +98,11 @@ def control_handlers(daemon: Daemon) -> dict[str, Handler]:
             raise ControlError(f"no keyed lane {name!r} (keyed lanes: {keyed})")
         return {"lane": name, "hold_ended": was_held}
 
+    async def token_reload(_: dict[str, Any]) -> TokenReloadReply:
+        return await daemon.reload_token()
+
     return {
+        "token-reload": token_reload,
         "ping": ping,
         "status": status,
         "pause": pause,
