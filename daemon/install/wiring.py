@@ -144,9 +144,8 @@ def targets(base: Mapping[str, str], listener: Listener, mode: Mode, subagent: b
         # plain http on loopback (HTTPS_PROXY does not apply to it), and the shell's other HTTPS
         # traffic keeps going through the user's own proxy, if any.
         headers = listener.custom_headers(base.get(CUSTOM_HEADERS))
-        if headers is not None:
-            extra[CUSTOM_HEADERS] = headers
-        return {"ANTHROPIC_BASE_URL": paths.http_url(listener.host, listener.reverse_port), **extra}
+        token: dict[str, str | None] = {CUSTOM_HEADERS: headers} if headers is not None else {}
+        return {"ANTHROPIC_BASE_URL": paths.http_url(listener.host, listener.reverse_port), **token, **extra}
     user_bundle = _user_bundle(base, listener)
     ca = listener.ca_cert
     if user_bundle is not None:

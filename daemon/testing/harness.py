@@ -10,6 +10,7 @@ daemon).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -166,6 +167,24 @@ class PrivateDaemon:
         token = self.token
         return {"x-ccmitm-token": token} if token else {}
 
+    @property
+    def reverse_env(self) -> dict[str, str]:
+        """How a wired Claude Code reaches the reverse listener: its URL, and the token header in
+        ANTHROPIC_CUSTOM_HEADERS (which Claude Code sends on every call)."""
+        headers = "\n".join(f"{name}: {value}" for name, value in self.auth_headers.items())
+        return {
+            "ANTHROPIC_BASE_URL": self.reverse_url,
+            **({"ANTHROPIC_CUSTOM_HEADERS": headers} if headers else {}),
+        }
+
+    @property
+    def proxy_auth_headers(self) -> dict[str, str]:
+        """The header a wired client sends with a CONNECT (empty with auth off), for raw sockets."""
+        token = self.token
+        if not token:
+            return {}
+        return {"Proxy-Authorization": "Basic " + base64.b64encode(f"ccmitm:{token}".encode()).decode()}
+
     def env(self) -> dict[str, str]:
         env = clean_environ(os.environ)
         env.update(
@@ -288,7 +307,8 @@ class PrivateDaemon:
             timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
-        if args[:1] == ("env",) or args[:2] == ("token", "show"):
+        # `env` and `token show` print the token by design; `run`'s output is its command's.
+        if args[:1] in (("env",), ("run",)) or args[:2] == ("token", "show"):
             self._prints_token.add(len(self.ccctl_outputs))
         self.ccctl_outputs.append(result.stdout + result.stderr)
         if check and result.returncode != 0:
