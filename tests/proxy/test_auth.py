@@ -61,7 +61,12 @@ def request_flow(
 ) -> http.HTTPFlow:
     content = json.dumps({"model": "claude-haiku-4-5", "max_tokens": 8, "messages": []}).encode()
     request = tutils.treq(
-        host="api.anthropic.com", port=443, scheme=b"https", method=b"POST", path=b"/v1/messages", content=content
+        host="api.anthropic.com",
+        port=443,
+        scheme=b"https",
+        method=b"POST",
+        path=b"/v1/messages",
+        content=content,
     )
     request.headers = http.Headers(
         [
@@ -123,7 +128,9 @@ def test_reverse_without_the_right_token_is_refused_with_401_and_one_usage_line(
     assert flow.response is not None and flow.response.status_code == 401
     body = json.loads(flow.response.content or b"")
     assert body["type"] == "error" and body["error"]["type"] == "authentication_error"
-    assert 'eval "$(ccctl env)"' in body["error"]["message"] and "ccctl shell init" in body["error"]["message"]
+    assert (
+        'eval "$(ccctl env)"' in body["error"]["message"] and "ccctl shell init" in body["error"]["message"]
+    )
     assert flow.request.host == "api.anthropic.com"  # never rewritten towards a lane
     [record] = fx.records
     assert record.lane is None and record.reason == str(Reason.UNAUTHENTICATED) and record.status == 401
@@ -229,7 +236,9 @@ def test_with_client_auth_off_everything_passes_and_the_token_headers_still_go()
     ):
         fx.send(flow)
         assert flow.response is None
-        assert "x-ccmitm-token" not in flow.request.headers and "proxy-authorization" not in flow.request.headers
+        assert (
+            "x-ccmitm-token" not in flow.request.headers and "proxy-authorization" not in flow.request.headers
+        )
     assert fx.records == []
 
 
