@@ -21,7 +21,7 @@ function ccsub --description 'wire this shell to the proxy (intercepting mode); 
         set -gx HTTPS_PROXY (string replace -r ':[0-9]+$' ":$argv[1]" -- $HTTPS_PROXY)
         set -gx _CCMITM_PORT $argv[1]
     end
-    echo "wired: HTTPS_PROXY=http://$_CCMITM_HOST:$_CCMITM_PORT (the client token is its password)"
+    echo "wired: HTTPS_PROXY points at $_CCMITM_HOST:$_CCMITM_PORT"
 end
 
 function ccstock --description 'unwire: every variable the wiring set gets its previous value back'

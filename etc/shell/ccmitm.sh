@@ -20,7 +20,7 @@ ccsub() {  # [PORT]  wire this shell's Claude Code to the proxy (intercepting mo
   eval "$_ccmitm_lines"
   # Another port: only the port changes (HTTPS_PROXY keeps the client token as its password).
   if [ -n "${1:-}" ]; then export HTTPS_PROXY="${HTTPS_PROXY%:*}:$1" _CCMITM_PORT="$1"; fi
-  echo "wired: HTTPS_PROXY=http://$_CCMITM_HOST:$_CCMITM_PORT (the client token is its password)"
+  echo "wired: HTTPS_PROXY points at $_CCMITM_HOST:$_CCMITM_PORT"
 }
 
 ccstock() {  # unwire: every variable the wiring set gets its previous value back

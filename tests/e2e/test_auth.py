@@ -279,3 +279,26 @@ def test_the_token_is_in_no_file_the_daemon_wrote_and_the_bundle_scrubs_it(daemo
         findings = scan_tree(place, {"client-token": rotated, "old": token})
         assert [f.file for f in findings] in ([], [str(daemon.token_path)]), findings
     assert daemon.secret_findings((*ALL_SECRETS, token)) == []
+
+
+@pytest.mark.parametrize("shell", ["bash", "fish"])
+def test_ccsub_keeps_the_token_on_another_port_and_never_prints_it(daemon: Daemon, shell: str) -> None:
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO_ROOT
+
+    if shutil.which(shell) is None:
+        pytest.skip(f"{shell} is not installed (.ci/run installs it)")
+    habits = REPO_ROOT / "etc" / "shell" / ("ccmitm.fish" if shell == "fish" else "ccmitm.sh")
+    env = {**daemon.env(), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("NODE_EXTRA_CA_CERTS", None)
+    script = f'source {habits}; ccsub 9999; echo "proxy=$HTTPS_PROXY"'
+    result = subprocess.run([shell, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    printed, proxy = result.stdout.strip().splitlines()
+    assert proxy == f"proxy=http://ccmitm:{daemon.token}@127.0.0.1:9999"
+    assert printed == "wired: HTTPS_PROXY points at 127.0.0.1:9999"
+    assert daemon.token not in result.stderr
