@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from mitmproxy import http
 from mitmproxy.proxy.mode_specs import ProxyMode
-from mitmproxy.test import tflow, tutils
+from mitmproxy.test import tflow
 
 from ccmitm.config.load import LoadedConfig, validate
 from ccmitm.core.routing import Reason
@@ -20,6 +20,7 @@ from ccmitm.proxy.addon import Router
 from ccmitm.proxy.auth import ClientAuth, basic_password, matches
 from ccmitm.proxy.state import Runtime, Snapshot
 from tests.helpers import CLIENT_API_KEY, ZAI_KEY
+from tests.proxy.test_addon import messages_flow
 
 TOKEN = "planted-client-token-" + "t" * 30
 CONFIG: dict[str, Any] = {
@@ -59,24 +60,8 @@ class Fixture:
 def request_flow(
     listener: str = "reverse", headers: dict[str, str] | None = None, tunnel: bool = False
 ) -> http.HTTPFlow:
-    content = json.dumps({"model": "claude-haiku-4-5", "max_tokens": 8, "messages": []}).encode()
-    request = tutils.treq(
-        host="api.anthropic.com",
-        port=443,
-        scheme=b"https",
-        method=b"POST",
-        path=b"/v1/messages",
-        content=content,
-    )
-    request.headers = http.Headers(
-        [
-            (b"host", b"api.anthropic.com"),
-            (b"content-type", b"application/json"),
-            (b"x-api-key", CLIENT_API_KEY.encode()),
-            *((k.encode(), v.encode()) for k, v in (headers or {}).items()),
-        ]
-    )
-    flow = tflow.tflow(req=request)
+    """A Haiku Messages call (the Router tests' flow) as it reaches the given listener."""
+    flow = messages_flow(headers=[(k.encode(), v.encode()) for k, v in (headers or {}).items()])
     if listener == "reverse":
         flow.client_conn.proxy_mode = ProxyMode.parse("reverse:https://api.anthropic.com@8083")
     elif not tunnel:
