@@ -298,11 +298,12 @@ class Daemon:
     async def reload_token(self) -> TokenReloadReply:
         """`ccctl token rotate` wrote a new token: use it from the next request on (the old one
         stops working, tunnels opened with it included)."""
-        config = self.runtime.active.config
-        try:
-            changed = self._use_token(await asyncio.to_thread(self._read_token, config))
-        except TokenError as exc:
-            raise ControlError(str(exc)) from None
+        async with self._reload_lock:  # a reload reading the file meanwhile cannot undo this
+            config = self.runtime.active.config
+            try:
+                changed = self._use_token(await asyncio.to_thread(self._read_token, config))
+            except TokenError as exc:
+                raise ControlError(str(exc)) from None
         if changed:
             log.warning("client token replaced (%s): clients need the new one", self.token_path)
         return {"changed": changed, "path": str(self.token_path), "required": config.proxy.client_auth}
@@ -355,13 +356,15 @@ class Daemon:
                     "config reload (%s) rejected, the previous config keeps serving: %s", trigger, message
                 )
                 return {"ok": False, "error": message}
-            self.runtime.swap(snapshot)
+            token = self.runtime.client_token
             try:
-                # client_auth turned on makes the token file now if there is none.
-                self._use_token(await asyncio.to_thread(self._read_token, loaded.config))
+                # Read before the swap, so client_auth turned on never meets a missing token (the
+                # file is made now if there is none).
+                token = await asyncio.to_thread(self._read_token, loaded.config)
             except TokenError as exc:
                 log.error("%s: the client token stays as it was", exc)
-            self._publish_secrets(snapshot)
+            self.runtime.swap(snapshot)
+            self._use_token(token)
             self._apply_edges(loaded)
             self._save_last_good()
             changed = _changed_sections(previous.config.redacted(), loaded.config.redacted())
