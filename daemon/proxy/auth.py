@@ -35,7 +35,7 @@ REALM = "ccmitm"
 NO_TOKEN = "no client token"
 WRONG_TOKEN = "wrong client token"
 HOW_TO_WIRE = (
-    "ccmitm needs its client token (proxy.client_auth). Wire this shell with "
+    "Wire this shell with "
     '`eval "$(ccctl env)"` (fish: `ccctl env | source`; reverse mode: `ccctl env --reverse`), '
     "or load the shell habits (`ccctl shell init bash|zsh|fish`) and run `ccsub`. "
     "`ccctl token path` shows where the token is kept."
@@ -66,7 +66,7 @@ def matches(shown: str | None, token: str) -> bool:
 def proxy_auth_required(why: str) -> http.Response:
     response = http.Response.make(
         407,
-        f"{why}. {HOW_TO_WIRE}\n".encode(),
+        f"ccmitm: {why} (proxy.client_auth is on). {HOW_TO_WIRE}\n".encode(),
         {
             "Proxy-Authenticate": f'Basic realm="{REALM}"',
             "content-type": "text/plain; charset=utf-8",
@@ -77,7 +77,9 @@ def proxy_auth_required(why: str) -> http.Response:
 
 
 def unauthorized(why: str) -> http.Response:
-    return anthropic_error(401, "authentication_error", f"{why}. {HOW_TO_WIRE}")
+    return anthropic_error(
+        401, "authentication_error", f"ccmitm: {why} (proxy.client_auth is on). {HOW_TO_WIRE}"
+    )
 
 
 class ClientAuth:
