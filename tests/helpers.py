@@ -94,9 +94,10 @@ def wait_for(
 class BackgroundStream:
     """A streamed Haiku call on its own thread: the chunks it got and the error it ended with."""
 
-    def __init__(self, base_url: str, model: str = "claude-haiku-4-5"):
+    def __init__(self, base_url: str, model: str = "claude-haiku-4-5", headers: dict[str, str] | None = None):
         self.received: list[bytes] = []
         self.errors: list[BaseException] = []
+        self.headers = dict(headers or {})  # e.g. the daemon's auth_headers
         self.thread = threading.Thread(target=self._run, args=(base_url, model), daemon=True)
         self.thread.start()
         wait_for(lambda: self.received or self.errors, what="stream started")
@@ -106,7 +107,9 @@ class BackgroundStream:
 
         body = {"model": model, "max_tokens": 8, "stream": True, "messages": []}
         try:
-            with httpx.stream("POST", base_url + "/v1/messages", json=body, timeout=30) as response:
+            with httpx.stream(
+                "POST", base_url + "/v1/messages", json=body, headers=self.headers, timeout=30
+            ) as response:
                 for chunk in response.iter_raw():
                     self.received.append(chunk)
         except BaseException as exc:  # reported through .errors

@@ -39,6 +39,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "stop": "control:stop",
     "subagent": "workflow:subagent_group",
     "summarize": "report:summarize",
+    "token": "token:token",
     "top": "top:top",
     "verify": "report:verify",
 }

@@ -16,6 +16,7 @@ import click
 from ccmitm import paths
 from ccmitm.cli.common import config_path, fail, load_config
 from ccmitm.cli.control import LaunchError, launch
+from ccmitm.config.clienttoken import TokenError, ensure_token, token_path
 from ccmitm.config.errors import ConfigError
 from ccmitm.config.load import load
 from ccmitm.config.model import Config
@@ -28,7 +29,14 @@ POSIX_SHELLS = frozenset({"sh", "dash", "ash", "ksh", "mksh", "busybox"})
 
 
 def _listener(config: Config) -> wiring.Listener:
-    return wiring.Listener.of(config)
+    """The listener with the client token wired clients show (made first if there is none yet,
+    so a shell wired before ccmitmd ever ran works once it starts)."""
+    if not config.proxy.client_auth:
+        return wiring.Listener.of(config)
+    try:
+        return wiring.Listener.of(config, ensure_token(token_path()))
+    except TokenError as exc:
+        fail(str(exc))
 
 
 def _calling_shell() -> str:

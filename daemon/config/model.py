@@ -105,6 +105,14 @@ class ProxyConfig(_Strict):
         "`http://proxy.example:3128`, the `HTTPS_PROXY` you had before wiring); `null` = direct.",
         examples=["http://proxy.example:3128"],
     )
+    client_auth: bool = Field(
+        True,
+        description="Require the client token (`<state dir>/client-token`, made at first start; "
+        "`ccctl token rotate` replaces it) on both listeners, so no other local process or user "
+        "spends your keys: as proxy credentials (`HTTPS_PROXY=http://ccmitm:TOKEN@127.0.0.1:8082`) "
+        'or the `x-ccmitm-token` header (`ANTHROPIC_CUSTOM_HEADERS`). `eval "$(ccctl env)"` '
+        "wires both; `false` = no token needed.",
+    )
 
     @field_validator("host")
     @classmethod

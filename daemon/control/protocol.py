@@ -34,6 +34,7 @@ Command = Literal[
     "bundle",
     "lane-reset",
     "session",
+    "token-reload",
 ]
 #: The largest request line the server reads.
 MAX_LINE = 1024 * 1024
@@ -266,3 +267,11 @@ class SessionReply(TypedDict):
     paused_source: str
     lanes: list[SessionLaneState]  # lanes held, behind an open breaker or without their key
     config_error: str | None  # the last rejected reload (the previous config keeps serving)
+
+
+class TokenReloadReply(TypedDict):
+    """``token-reload``: the daemon read its client token file again (after ``ccctl token rotate``)."""
+
+    changed: bool  # the token in force is a different one now
+    path: str  # the token file; the token itself is never in a reply
+    required: bool  # proxy.client_auth

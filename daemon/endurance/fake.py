@@ -37,7 +37,11 @@ class FakeWorld:
         return {"client key": self.client_key, "zai key": self.zai_key}
 
     def target(self) -> Target:
-        headers = {"x-api-key": self.client_key, "anthropic-version": "2023-06-01"}
+        headers = {
+            "x-api-key": self.client_key,
+            "anthropic-version": "2023-06-01",
+            **self.daemon.auth_headers,
+        }
         return Target(self.daemon.reverse_url, headers)
 
     def start(self, timeout: float = 30.0) -> None:

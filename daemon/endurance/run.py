@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ccmitm import paths
+from ccmitm.config.clienttoken import HEADER, USER, read_token, token_path
 from ccmitm.config.model import Config
 from ccmitm.control.client import status as read_status
 from ccmitm.control.protocol import ControlError
@@ -232,13 +233,20 @@ def _live_target(config: Config) -> Target:
         if token.startswith("sk-ant-oat"):
             headers["anthropic-beta"] = "oauth-2025-04-20"
     host = config.proxy.host
+    # The running daemon's client token, as a wired client shows it (proxy.client_auth).
+    client_token = read_token(token_path()) if config.proxy.client_auth else None
     if config.proxy.reverse_port:
+        if client_token:
+            headers[HEADER] = client_token
         return Target(paths.http_url(host, config.proxy.reverse_port), headers)
     ca = Path(config.proxy.confdir) / "mitmproxy-ca-cert.pem"
+    proxy = paths.http_url(host, config.proxy.port)
+    if client_token:
+        proxy = proxy.replace("http://", f"http://{USER}:{client_token}@", 1)
     return Target(
         "https://api.anthropic.com",
         headers,
-        proxy=paths.http_url(host, config.proxy.port),
+        proxy=proxy,
         verify=ssl.create_default_context(cafile=str(ca)),
     )
 

@@ -41,7 +41,10 @@ def assignments(variables: Mapping[str, str | Ref | None], shell: Dialect) -> li
         if value is None:
             lines.append(f"set -e {name}" if shell == "fish" else f"unset {name}")
             continue
-        word = f'"${value.name}"' if isinstance(value, Ref) else quote(value, shell)
+        if isinstance(value, Ref):
+            word = f'"${value.name}"' + (quote(value.suffix, shell) if value.suffix else "")
+        else:
+            word = quote(value, shell)
         lines.append(f"set -gx {name} {word}" if shell == "fish" else f"export {name}={word}")
     return lines
 
@@ -121,8 +124,9 @@ ccsub() {  # [PORT]  wire this shell's Claude Code to the proxy (intercepting mo
   local _ccmitm_lines
   _ccmitm_lines="$(ccctl env --subagent --shell "$(_ccmitm_shell)")" || return 1
   eval "$_ccmitm_lines"
-  if [ -n "${1:-}" ]; then export HTTPS_PROXY="http://127.0.0.1:$1" _CCMITM_PORT="$1"; fi
-  echo "wired: HTTPS_PROXY=$HTTPS_PROXY"
+  # Another port: only the port changes (HTTPS_PROXY keeps the client token as its password).
+  if [ -n "${1:-}" ]; then export HTTPS_PROXY="${HTTPS_PROXY%:*}:$1" _CCMITM_PORT="$1"; fi
+  echo "wired: HTTPS_PROXY points at $_CCMITM_HOST:$_CCMITM_PORT"
 }
 
 ccstock() {  # unwire: every variable the wiring set gets its previous value back
@@ -179,11 +183,12 @@ function ccsub --description 'wire this shell to the proxy (intercepting mode); 
     # A pipe, not (command substitution): fish would not redirect the latter's stderr with ours.
     ccctl env --subagent --shell fish | source
     test $pipestatus[1] -eq 0; or return 1
+    # Another port: only the port changes (HTTPS_PROXY keeps the client token as its password).
     if set -q argv[1]
-        set -gx HTTPS_PROXY "http://127.0.0.1:$argv[1]"
+        set -gx HTTPS_PROXY (string replace -r ':[0-9]+$' ":$argv[1]" -- $HTTPS_PROXY)
         set -gx _CCMITM_PORT $argv[1]
     end
-    echo "wired: HTTPS_PROXY=$HTTPS_PROXY"
+    echo "wired: HTTPS_PROXY points at $_CCMITM_HOST:$_CCMITM_PORT"
 end
 
 function ccstock --description 'unwire: every variable the wiring set gets its previous value back'

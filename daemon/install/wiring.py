@@ -12,12 +12,13 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 from ccmitm import paths
+from ccmitm.config.clienttoken import HEADER, USER
 from ccmitm.config.model import Config
 
 Mode = Literal["intercept", "reverse"]
@@ -32,27 +33,48 @@ HOST, PORT, MODE = "_CCMITM_HOST", "_CCMITM_PORT", "_CCMITM_MODE"
 #: intercepting listener, by itself), which status and summarize count.
 SUBAGENT_VARIABLES = {"CLAUDE_CODE_SUBAGENT_MODEL": "haiku", "CLAUDE_CODE_GATEWAY_HINT_HEADERS": "1"}
 BUNDLE_NAME = "ca-bundle.pem"
+#: Claude Code sends these header lines (one per line) on every call to ANTHROPIC_BASE_URL.
+CUSTOM_HEADERS = "ANTHROPIC_CUSTOM_HEADERS"
 
 
 @dataclass(frozen=True)
 class Listener:
-    """What ccmitmd offers a client: the address and the CA of the intercepting listener."""
+    """What ccmitmd offers a client: the address and the CA of the intercepting listener, and
+    the client token it asks for (None with proxy.client_auth off)."""
 
     host: str
     port: int
     reverse_port: int | None
     ca_cert: Path
     state_dir: Path
+    token: str | None = field(default=None, repr=False)
 
     @classmethod
-    def of(cls, config: Config) -> Listener:
+    def of(cls, config: Config, token: str | None = None) -> Listener:
         return cls(
             host=config.proxy.host,
             port=config.proxy.port,
             reverse_port=config.proxy.reverse_port,
             ca_cert=Path(config.proxy.confdir) / "mitmproxy-ca-cert.pem",
             state_dir=paths.state_home(),
+            token=token,
         )
+
+    @property
+    def proxy_url(self) -> str:
+        """HTTPS_PROXY for the intercepting listener, with the token as the proxy password."""
+        url = paths.http_url(self.host, self.port)
+        if self.token is None:
+            return url
+        return url.replace("http://", f"http://{USER}:{self.token}@", 1)
+
+    def custom_headers(self, existing: str | None) -> str | None:
+        """ANTHROPIC_CUSTOM_HEADERS for the reverse listener: the user's own lines, then the
+        token's (None with no token: the user's value stays as it is)."""
+        if self.token is None:
+            return None
+        line = f"{HEADER}: {self.token}"
+        return f"{existing}\n{line}" if existing else line
 
 
 def refresh_bundle(environ: Mapping[str, str], listener: Listener) -> None:
@@ -121,7 +143,9 @@ def targets(base: Mapping[str, str], listener: Listener, mode: Mode, subagent: b
         # HTTPS_PROXY and NODE_EXTRA_CA_CERTS stay as the user had them: the reverse listener is
         # plain http on loopback (HTTPS_PROXY does not apply to it), and the shell's other HTTPS
         # traffic keeps going through the user's own proxy, if any.
-        return {"ANTHROPIC_BASE_URL": paths.http_url(listener.host, listener.reverse_port), **extra}
+        headers = listener.custom_headers(base.get(CUSTOM_HEADERS))
+        token: dict[str, str | None] = {CUSTOM_HEADERS: headers} if headers is not None else {}
+        return {"ANTHROPIC_BASE_URL": paths.http_url(listener.host, listener.reverse_port), **token, **extra}
     user_bundle = _user_bundle(base, listener)
     ca = listener.ca_cert
     if user_bundle is not None:
@@ -129,7 +153,7 @@ def targets(base: Mapping[str, str], listener: Listener, mode: Mode, subagent: b
         with contextlib.suppress(OSError):
             ca = combined_bundle(user_bundle, listener.ca_cert, listener.state_dir)
     return {
-        "HTTPS_PROXY": paths.http_url(listener.host, listener.port),
+        "HTTPS_PROXY": listener.proxy_url,
         "NODE_EXTRA_CA_CERTS": str(ca),
         "ANTHROPIC_BASE_URL": None,
         **extra,
@@ -163,9 +187,11 @@ def unwire(environ: Mapping[str, str]) -> dict[str, str | None]:
 
 @dataclass(frozen=True)
 class Ref:
-    """The value of another variable, as the shell that evaluates the lines has it."""
+    """The value of another variable, as the shell that evaluates the lines has it, followed by
+    ``suffix`` (lines added to the user's own value, e.g. ANTHROPIC_CUSTOM_HEADERS)."""
 
     name: str
+    suffix: str = ""
 
 
 def symbolic(environ: Mapping[str, str], changes: Mapping[str, str | None]) -> dict[str, str | Ref | None]:
@@ -184,8 +210,13 @@ def symbolic(environ: Mapping[str, str], changes: Mapping[str, str | None]) -> d
             if key[len(PREV) :] in already and value is None and key in environ:
                 result[key] = None  # (unwire) the record goes
             continue
-        if not key.startswith("_CCMITM_") and value is not None and value == base.get(key):
+        before = base.get(key)
+        users = not key.startswith("_CCMITM_") and value is not None and before is not None
+        if users and value == before:
             result[key] = Ref(PREV + key)
+        elif users and before and value and value.startswith(before + "\n"):
+            # The user's value with lines of ours after it: theirs by reference, ours printed.
+            result[key] = Ref(PREV + key, value[len(before) :])
         else:
             result[key] = value
     return result

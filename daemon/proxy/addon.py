@@ -58,6 +58,14 @@ BUFFERED_REPLY_BYTES = 1024 * 1024
 _STRIPPED_ON_KEYED_LANES = frozenset(
     name.encode() for name in CLIENT_CREDENTIAL_HEADERS + DROPPED_ON_KEYED_LANES
 )
+# ccmitm's own client token (proxy/auth.py) travels in these: it never leaves ccmitm, on any lane.
+_CLIENT_TOKEN_HEADERS = frozenset({b"x-ccmitm-token", b"proxy-authorization"})
+
+
+def _strip_client_token(request: http.Request) -> None:
+    fields = request.headers.fields
+    if any(name.lower() in _CLIENT_TOKEN_HEADERS for name, _ in fields):
+        request.headers.fields = tuple(f for f in fields if f[0].lower() not in _CLIENT_TOKEN_HEADERS)
 
 
 def _via(flow: http.HTTPFlow, spec: tuple[str, tuple[str, int]] | None) -> None:
@@ -194,7 +202,7 @@ class Router:
         self.answer_locally(flow, response, Reason.REJECTED, problem)
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None:  # already answered by another addon
+        if flow.response is not None:  # already answered (e.g. refused by the client auth)
             return
         problem = hygiene.head_problem(flow.request)
         if problem is not None:
@@ -300,6 +308,7 @@ class Router:
 
     def _route(self, flow: http.HTTPFlow) -> None:
         request = flow.request
+        _strip_client_token(request)  # first: the failover copy below must not hold it either
         snapshot = self.runtime.active
         path = request.path.split("?", 1)[0]
         body: Any = None

@@ -240,7 +240,28 @@ class Runtime:
         # Signatures (as digests) of thinking blocks the offload lanes made: stripped on the way
         # to the default lane, which would reject them.
         self.foreign_signatures = SignatureRegistry()
+        # The client token clients must show (proxy.client_auth); None when there is none. The
+        # supervisor reads it from its file at start, reload and `ccctl token rotate`.
+        self._client_token: str | None = None
+        self._secrets: tuple[Snapshot, frozenset[str]] | None = None  # secret_values() of a snapshot
         self._sync_breakers(None)
+
+    @property
+    def client_token(self) -> str | None:
+        return self._client_token
+
+    @client_token.setter
+    def client_token(self, token: str | None) -> None:
+        self._client_token = token
+        self._secrets = None
+
+    def labelled_secrets(self) -> dict[str, str]:
+        """Every secret value in use, by label (lane names, "client-token"): for the bundle and the
+        daemon log, which say whose secret they removed."""
+        values = {name: lane.key for name, lane in self.active.lanes.items() if lane.key}
+        if self._client_token:
+            values["client-token"] = self._client_token
+        return values
 
     # --- kill-switch -----------------------------------------------------------------------------
     @property
@@ -327,10 +348,18 @@ class Runtime:
         return sorted(found)
 
     def secret_values(self) -> frozenset[str]:
-        """Every secret the daemon itself holds (today: the active lane keys), for exact-value
-        redaction of what it writes. The same object until a key changes (a reload, a key file
-        adopted), so callers may use it as a cache key; never built per request."""
-        return self.active.secret_values
+        """Every secret the daemon itself holds (the active lane keys, the client token), for
+        exact-value redaction of what it writes. The same object until one changes (a reload, a key
+        file adopted, a token rotated), so callers may use it as a cache key; never built per
+        request."""
+        snapshot = self.active
+        cached = self._secrets
+        if cached is None or cached[0] is not snapshot:
+            values = snapshot.secret_values
+            if self._client_token:
+                values = values | {self._client_token}
+            self._secrets = cached = (snapshot, values)
+        return cached[1]
 
     def reload_failed(self, message: str) -> None:
         self.last_reload_error = message

@@ -33,6 +33,8 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from ccmitm import __version__
+from ccmitm.config.clienttoken import FILE_NAME as CLIENT_TOKEN_FILE
+from ccmitm.config.clienttoken import read_token
 from ccmitm.config.keys import resolve_lane_keys
 from ccmitm.config.model import Config
 from ccmitm.core.redact import redact_text
@@ -149,10 +151,17 @@ def _text_file(path: Path) -> Iterator[io.TextIOWrapper]:
         out.detach()  # the atomic writer syncs and closes the file itself
 
 
-def _lane_key_values(config: Config, lane_keys: Mapping[str, str | None] | None) -> dict[str, str]:
+def _lane_key_values(
+    config: Config, lane_keys: Mapping[str, str | None] | None, state_dir: Path
+) -> dict[str, str]:
     if lane_keys is None:
         resolved = resolve_lane_keys(config)
-        return {name: key.value for name, key in resolved.items() if key.value}
+        values = {name: key.value for name, key in resolved.items() if key.value}
+        with contextlib.suppress(OSError):  # the client token counts as a secret too
+            token = read_token(state_dir / CLIENT_TOKEN_FILE)
+            if token:
+                values["client-token"] = token
+        return values
     return {name: value for name, value in lane_keys.items() if value}
 
 
@@ -333,7 +342,7 @@ def _build(
     # Staging lives in the private state dir, so nothing unscanned ever appears in bundle.dir.
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=staging_root))
     try:
-        keys = _lane_key_values(config, lane_keys)
+        keys = _lane_key_values(config, lane_keys, state_dir)
         last = load_last_success(state_dir)
         window_start = now - MIN_WINDOW
         if last is not None and last.at < window_start:

@@ -25,15 +25,17 @@ from typing import Any
 import yaml
 
 from ccmitm import __version__, paths
+from ccmitm.config.clienttoken import FILE_NAME, TokenError, ensure_token, read_token
 from ccmitm.config.errors import ConfigError, ConfigMissing
 from ccmitm.config.keys import resolve_lane_key
 from ccmitm.config.load import BUILTIN_SOURCE, LOAD_TIMEOUT_S, LoadedConfig, load
 from ccmitm.config.model import Config
-from ccmitm.control.protocol import ControlError, ReloadReply, ReopenReply, RotateReply
+from ccmitm.control.protocol import ControlError, ReloadReply, ReopenReply, RotateReply, TokenReloadReply
 from ccmitm.control.server import ControlServer
 from ccmitm.logs.daemonlog import DaemonLog
 from ccmitm.logs.usage import UsageLog, UsageRecord
 from ccmitm.proxy.addon import Router
+from ccmitm.proxy.auth import ClientAuth
 from ccmitm.proxy.master import ListenerError, Proxy, secure_confdir
 from ccmitm.proxy.state import PauseStore, Runtime, Snapshot
 from ccmitm.reports.bundle import make_bundle
@@ -49,9 +51,11 @@ from ccmitm.telemetry.service import Telemetry
 log = logging.getLogger("ccmitm")
 
 EXIT_LISTEN = 3
+EXIT_TOKEN = 4
 PID_FILE = "ccmitmd.pid"
 LAST_GOOD = paths.LAST_GOOD_CONFIG
 SIGNATURES = "foreign-signatures.json"
+CLIENT_TOKEN = FILE_NAME
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,8 @@ class Daemon:
         self.sessions = SessionCounters(lambda: self.runtime.active.config.routing.default_lane)
         self.record_observers.append(self.sessions.observe)
         self.router = Router(self.runtime, self._publish)
+        self.client_auth = ClientAuth(self.runtime, self.router.answer_locally)
+        self.token_path = state_dir / CLIENT_TOKEN
         self.quota = QuotaMeter(self.runtime)
         # Prometheus and OTLP: off unless configured; fed the same records as the usage log.
         self.telemetry = Telemetry(
@@ -169,8 +175,14 @@ class Daemon:
             # Said once, here, before mitmproxy tries (and logs its own multi-line version).
             log.error("cannot start: %s", taken)
             return EXIT_LISTEN
+        try:
+            self._use_token(self._read_token(config))
+        except TokenError as exc:
+            log.error("cannot start: %s", exc)
+            return EXIT_TOKEN
         self.usage.start()
-        self.proxy = Proxy(config, [self.router])
+        # The client check first: a refused request never reaches the Router's routing.
+        self.proxy = Proxy(config, [self.client_auth, self.router])
         try:
             await self.proxy.start()
             await self.control.start()
@@ -271,7 +283,7 @@ class Daemon:
 
     def _announce(self) -> None:
         snapshot = self.runtime.active
-        self._publish_secrets(snapshot)
+        self._publish_secrets()
         for override in snapshot.loaded.overrides:
             log.info("environment override: %s", override)
         for name, lane in snapshot.lanes.items():
@@ -288,10 +300,37 @@ class Daemon:
             "ccmitmd %s ready: %s (config: %s)", __version__, self._status_line(), snapshot.loaded.source
         )
 
-    def _publish_secrets(self, snapshot: Snapshot) -> None:
-        """Tell the log formatter the lane keys in use, so it scrubs them even in an unknown format."""
+    def _publish_secrets(self) -> None:
+        """Tell the log formatter the secrets in use (lane keys, the client token), so it scrubs
+        them even in an unknown format."""
         if self.daemon_log is not None:
-            self.daemon_log.set_secret_values(tuple(snapshot.secret_values))
+            self.daemon_log.set_secret_values(tuple(self.runtime.secret_values()))
+
+    # --- the client token ------------------------------------------------------------------------
+    def _read_token(self, config: Config) -> str | None:
+        """The client token from its file, created first when proxy.client_auth needs one and
+        there is none. Blocking file I/O: at start, or in a worker thread."""
+        return ensure_token(self.token_path) if config.proxy.client_auth else read_token(self.token_path)
+
+    def _use_token(self, token: str | None) -> bool:
+        """Put the token in force (on the event loop); True when it changed."""
+        changed = token != self.runtime.client_token
+        self.runtime.client_token = token
+        self._publish_secrets()
+        return changed
+
+    async def reload_token(self) -> TokenReloadReply:
+        """`ccctl token rotate` wrote a new token: use it from the next request on (the old one
+        stops working, tunnels opened with it included)."""
+        async with self._reload_lock:  # a reload reading the file meanwhile cannot undo this
+            config = self.runtime.active.config
+            try:
+                changed = self._use_token(await asyncio.to_thread(self._read_token, config))
+            except TokenError as exc:
+                raise ControlError(str(exc)) from None
+        if changed:
+            log.warning("client token replaced (%s): clients need the new one", self.token_path)
+        return {"changed": changed, "path": str(self.token_path), "required": config.proxy.client_auth}
 
     def _status_line(self) -> str:
         proxy = self.runtime.active.config.proxy
@@ -350,8 +389,15 @@ class Daemon:
                     "config reload (%s) rejected, the previous config keeps serving: %s", trigger, message
                 )
                 return {"ok": False, "error": message}
+            token = self.runtime.client_token
+            try:
+                # Read before the swap, so client_auth turned on never meets a missing token (the
+                # file is made now if there is none).
+                token = await asyncio.to_thread(self._read_token, loaded.config)
+            except TokenError as exc:
+                log.error("%s: the client token stays as it was", exc)
             self.runtime.swap(snapshot)
-            self._publish_secrets(snapshot)
+            self._use_token(token)
             self._apply_edges(loaded)
             await self.telemetry.configure(loaded.config)
             await asyncio.to_thread(self._save_last_good)  # an fsync: not on the event loop
@@ -404,7 +450,7 @@ class Daemon:
         found = {name: key for name, key in keys.items() if key is not None}
         adopted = self.runtime.adopt_keys(snapshot, found)
         if adopted:
-            self._publish_secrets(self.runtime.active)
+            self._publish_secrets()
             for name in adopted:
                 log.info("lane %s: its key file is usable now; the lane is available again", name)
 
@@ -430,7 +476,7 @@ class Daemon:
 
     async def run_bundle(self) -> dict[str, Any]:
         config = self.runtime.active.config
-        keys = {name: lane.key for name, lane in self.runtime.active.lanes.items() if lane.key}
+        keys = self.runtime.labelled_secrets()
         log.info("bundle: starting")
         # tar and gzip run in a worker thread: the proxy's event loop never waits for them.
         result = await asyncio.to_thread(

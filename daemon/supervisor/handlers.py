@@ -24,6 +24,7 @@ from ccmitm.control.protocol import (
     SessionLaneState,
     SessionReply,
     StatusReply,
+    TokenReloadReply,
 )
 from ccmitm.control.server import Handler
 from ccmitm.proxy.state import LaneStats
@@ -104,7 +105,11 @@ def control_handlers(daemon: Daemon) -> dict[str, Handler]:
     async def session(args: dict[str, Any]) -> SessionReply:
         return session_reply(daemon, args.get("session"))
 
+    async def token_reload(_: dict[str, Any]) -> TokenReloadReply:
+        return await daemon.reload_token()
+
     return {
+        "token-reload": token_reload,
         "ping": ping,
         "status": status,
         "pause": pause,

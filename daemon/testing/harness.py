@@ -10,6 +10,7 @@ daemon).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -102,6 +103,8 @@ class PrivateDaemon:
         self.stderr_path = root / "ccmitmd.stderr"
         self._stderr_offset = 0
         self.ccctl_outputs: list[str] = []
+        # Indexes into ccctl_outputs of commands that print the client token by design.
+        self._prints_token: set[int] = set()
         self.write_config(config)
 
     # --- where things are --------------------------------------------------------------------------
@@ -163,6 +166,24 @@ class PrivateDaemon:
         """The header a wired client sends to the reverse listener (empty with auth off)."""
         token = self.token
         return {"x-ccmitm-token": token} if token else {}
+
+    @property
+    def reverse_env(self) -> dict[str, str]:
+        """How a wired Claude Code reaches the reverse listener: its URL, and the token header in
+        ANTHROPIC_CUSTOM_HEADERS (which Claude Code sends on every call)."""
+        headers = "\n".join(f"{name}: {value}" for name, value in self.auth_headers.items())
+        return {
+            "ANTHROPIC_BASE_URL": self.reverse_url,
+            **({"ANTHROPIC_CUSTOM_HEADERS": headers} if headers else {}),
+        }
+
+    @property
+    def proxy_auth_headers(self) -> dict[str, str]:
+        """The header a wired client sends with a CONNECT (empty with auth off), for raw sockets."""
+        token = self.token
+        if not token:
+            return {}
+        return {"Proxy-Authorization": "Basic " + base64.b64encode(f"ccmitm:{token}".encode()).decode()}
 
     def env(self) -> dict[str, str]:
         env = clean_environ(os.environ)
@@ -290,6 +311,9 @@ class PrivateDaemon:
             timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
+        # `env` and `token show` print the token by design; `run`'s output is its command's.
+        if args[:1] in (("env",), ("run",)) or args[:2] == ("token", "show"):
+            self._prints_token.add(len(self.ccctl_outputs))
         self.ccctl_outputs.append(result.stdout + result.stderr)
         if check and result.returncode != 0:
             raise AssertionError(f"ccctl {args} failed {result.returncode}: {result.stderr}")
@@ -301,9 +325,18 @@ class PrivateDaemon:
         return [p for p in places if p.exists()] + [self.stderr_path]
 
     def secret_findings(self, secrets: Iterable[str]) -> list[str]:
-        """Every one of ``secrets`` (and every credential pattern) anywhere ccmitm wrote or printed."""
-        known = tuple(secrets)
-        findings = [str(f) for place in self.written_by_ccmitm() for f in scan_tree(place, known)]
-        for output in self.ccctl_outputs:
-            findings += [f"ccctl output: {kind}" for kind in scan_text(output, known)]
+        """Every one of ``secrets`` (and every credential pattern) anywhere ccmitm wrote or printed,
+        and the client token anywhere but its own file and the ccctl commands that print it."""
+        known = {f"#{index + 1}": value for index, value in enumerate(secrets)}
+        token = self.token
+        with_token = {**known, "client-token": token} if token else known
+        findings = [
+            str(f)
+            for place in self.written_by_ccmitm()
+            for f in scan_tree(place, with_token)
+            if not (f.file == str(self.token_path) and f.pattern.endswith("(client-token)"))
+        ]
+        for index, output in enumerate(self.ccctl_outputs):
+            scanned = known if index in self._prints_token else with_token
+            findings += [f"ccctl output: {kind}" for kind in scan_text(output, scanned)]
         return findings

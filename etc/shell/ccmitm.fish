@@ -16,11 +16,12 @@ function ccsub --description 'wire this shell to the proxy (intercepting mode); 
     # A pipe, not (command substitution): fish would not redirect the latter's stderr with ours.
     ccctl env --subagent --shell fish | source
     test $pipestatus[1] -eq 0; or return 1
+    # Another port: only the port changes (HTTPS_PROXY keeps the client token as its password).
     if set -q argv[1]
-        set -gx HTTPS_PROXY "http://127.0.0.1:$argv[1]"
+        set -gx HTTPS_PROXY (string replace -r ':[0-9]+$' ":$argv[1]" -- $HTTPS_PROXY)
         set -gx _CCMITM_PORT $argv[1]
     end
-    echo "wired: HTTPS_PROXY=$HTTPS_PROXY"
+    echo "wired: HTTPS_PROXY points at $_CCMITM_HOST:$_CCMITM_PORT"
 end
 
 function ccstock --description 'unwire: every variable the wiring set gets its previous value back'

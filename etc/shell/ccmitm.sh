@@ -18,8 +18,9 @@ ccsub() {  # [PORT]  wire this shell's Claude Code to the proxy (intercepting mo
   local _ccmitm_lines
   _ccmitm_lines="$(ccctl env --subagent --shell "$(_ccmitm_shell)")" || return 1
   eval "$_ccmitm_lines"
-  if [ -n "${1:-}" ]; then export HTTPS_PROXY="http://127.0.0.1:$1" _CCMITM_PORT="$1"; fi
-  echo "wired: HTTPS_PROXY=$HTTPS_PROXY"
+  # Another port: only the port changes (HTTPS_PROXY keeps the client token as its password).
+  if [ -n "${1:-}" ]; then export HTTPS_PROXY="${HTTPS_PROXY%:*}:$1" _CCMITM_PORT="$1"; fi
+  echo "wired: HTTPS_PROXY points at $_CCMITM_HOST:$_CCMITM_PORT"
 }
 
 ccstock() {  # unwire: every variable the wiring set gets its previous value back

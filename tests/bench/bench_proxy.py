@@ -140,19 +140,34 @@ class Bench:
         dpid, bpid = self.daemon.proc.pid, self.bare.pid  # type: ignore[union-attr]
         b_port, b_rev = self.bare_config["proxy"]["port"], self.bare_config["proxy"]["reverse_port"]
 
-        def intercept(port: int) -> Target:
-            return Target("api.anthropic.com", 443, proxy=("127.0.0.1", port), tls=tls)
+        def intercept(port: int, credentials: dict[str, str] | None = None) -> Target:
+            connect = tuple((credentials or {}).items())
+            return Target(
+                "api.anthropic.com", 443, proxy=("127.0.0.1", port), tls=tls, connect_headers=connect
+            )
+
+        def ccmitmd_reverse() -> Target:  # as a wired client: with the client token
+            return Target("127.0.0.1", d_rev, headers=tuple(self.daemon.auth_headers.items()))
+
+        proxy_auth = self.daemon.proxy_auth_headers
 
         found = [
             Variant("direct", Target("127.0.0.1", self.anthropic.port), HAIKU, "direct", "direct"),
             Variant("bare reverse", Target("127.0.0.1", b_rev), HAIKU, "bare", "reverse", bpid),
             Variant("bare intercept (TLS)", intercept(b_port), HAIKU, "bare", "intercept", bpid),
-            Variant("ccmitmd reverse, Haiku", Target("127.0.0.1", d_rev), HAIKU, "ccmitmd", "reverse", dpid),
+            Variant("ccmitmd reverse, Haiku", ccmitmd_reverse(), HAIKU, "ccmitmd", "reverse", dpid),
+            Variant("ccmitmd reverse, Sonnet", ccmitmd_reverse(), SONNET, "ccmitmd", "reverse", dpid),
             Variant(
-                "ccmitmd reverse, Sonnet", Target("127.0.0.1", d_rev), SONNET, "ccmitmd", "reverse", dpid
+                "ccmitmd intercept, Haiku", intercept(d_port, proxy_auth), HAIKU, "ccmitmd", "intercept", dpid
             ),
-            Variant("ccmitmd intercept, Haiku", intercept(d_port), HAIKU, "ccmitmd", "intercept", dpid),
-            Variant("ccmitmd intercept, Sonnet", intercept(d_port), SONNET, "ccmitmd", "intercept", dpid),
+            Variant(
+                "ccmitmd intercept, Sonnet",
+                intercept(d_port, proxy_auth),
+                SONNET,
+                "ccmitmd",
+                "intercept",
+                dpid,
+            ),
         ]
         return {v.name: v for v in found}
 
@@ -173,7 +188,9 @@ async def restart_after_kill(bench: Bench) -> dict[str, Any]:
     bench.daemon.start(wait=False)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        conn = Connection(Target("127.0.0.1", bench.daemon.reverse_port))
+        conn = Connection(
+            Target("127.0.0.1", bench.daemon.reverse_port, headers=tuple(bench.daemon.auth_headers.items()))
+        )
         try:
             status, _ = await conn.post("/v1/messages", sections.body(HAIKU), sections.HEADERS)
             if status == 200:

@@ -27,6 +27,10 @@ class Target:
     path_prefix: str = ""
     proxy: tuple[str, int] | None = None
     tls: ssl.SSLContext | None = None
+    #: Sent with every request (e.g. ccmitmd's x-ccmitm-token) and with the CONNECT (its
+    #: Proxy-Authorization): what a wired client sends.
+    headers: tuple[tuple[str, str], ...] = ()
+    connect_headers: tuple[tuple[str, str], ...] = ()
 
 
 class HTTPError(Exception):
@@ -47,7 +51,8 @@ class Connection:
             self._reader, self._writer = await asyncio.open_connection(t.host, t.port)
             return
         reader, writer = await asyncio.open_connection(*t.proxy)
-        writer.write(f"CONNECT {t.host}:{t.port} HTTP/1.1\r\nHost: {t.host}:{t.port}\r\n\r\n".encode())
+        extra = "".join(f"{k}: {v}\r\n" for k, v in t.connect_headers)
+        writer.write(f"CONNECT {t.host}:{t.port} HTTP/1.1\r\nHost: {t.host}:{t.port}\r\n{extra}\r\n".encode())
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")
         if b" 200" not in head.split(b"\r\n", 1)[0]:
@@ -68,7 +73,7 @@ class Connection:
             await self._connect()
         assert self._reader is not None and self._writer is not None
         lines = [f"POST {self.target.path_prefix}{path} HTTP/1.1", f"Host: {self.target.host}"]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
+        lines += [f"{k}: {v}" for k, v in (*self.target.headers, *headers.items())]
         lines.append(f"Content-Length: {len(body)}")
         self._writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
         await self._writer.drain()

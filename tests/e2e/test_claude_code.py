@@ -59,7 +59,7 @@ def test_claude_code_haiku_goes_to_zai_and_sonnet_stays(
     if mode == "intercept":
         wiring = {"HTTPS_PROXY": daemon.proxy_url, "NODE_EXTRA_CA_CERTS": str(daemon.ca_cert)}
     else:
-        wiring = {"ANTHROPIC_BASE_URL": daemon.reverse_url}
+        wiring = daemon.reverse_env
 
     result = run_claude(claude_bin, daemon, "haiku", wiring)
     assert result.returncode == 0, result.stderr

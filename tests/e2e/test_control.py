@@ -158,7 +158,10 @@ def negotiated_alpn(daemon: Daemon) -> str | None:
     import ssl
 
     with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as raw:
-        raw.sendall(b"CONNECT api.anthropic.com:443 HTTP/1.1\r\nHost: api.anthropic.com:443\r\n\r\n")
+        credentials = "".join(f"{k}: {v}\r\n" for k, v in daemon.proxy_auth_headers.items())
+        raw.sendall(
+            f"CONNECT api.anthropic.com:443 HTTP/1.1\r\nHost: api.anthropic.com:443\r\n{credentials}\r\n".encode()
+        )
         assert raw.recv(4096).startswith(b"HTTP/1.1 200")
         context = ssl.create_default_context(cafile=str(daemon.ca_cert))
         context.set_alpn_protocols(["h2", "http/1.1"])
@@ -208,7 +211,7 @@ def test_port_change_rebinds_without_dropping_a_stream_in_flight(daemon: Daemon,
     _, zai = upstreams
     zai.behaviour = "gated"
     old_base = daemon.reverse_url
-    stream = BackgroundStream(old_base)
+    stream = BackgroundStream(old_base, headers=daemon.auth_headers)
 
     new_port = free_port()
     config = daemon.config
@@ -217,7 +220,7 @@ def test_port_change_rebinds_without_dropping_a_stream_in_flight(daemon: Daemon,
     wait_for(lambda: status(daemon)["listeners"]["reverse_port"] == new_port, what="rebind")
     wait_port(new_port)
     with pytest.raises(httpx.ConnectError):
-        httpx.get(old_base + "/", timeout=2)
+        httpx.get(old_base + "/", headers=daemon.auth_headers, timeout=2)
 
     zai.release()
     assert b"message_stop" in stream.join() and stream.errors == []
@@ -297,7 +300,7 @@ def test_invalid_config_at_start_serves_the_last_good_one(make_daemon, upstreams
         (
             [],
             [
-                "export HTTPS_PROXY='http://127.0.0.1:{port}'",
+                "export HTTPS_PROXY='http://ccmitm:{token}@127.0.0.1:{port}'",
                 "export NODE_EXTRA_CA_CERTS='{ca}'",
                 "unset ANTHROPIC_BASE_URL",
             ],
@@ -305,7 +308,7 @@ def test_invalid_config_at_start_serves_the_last_good_one(make_daemon, upstreams
         (
             ["--shell", "fish"],
             [
-                "set -gx HTTPS_PROXY 'http://127.0.0.1:{port}'",
+                "set -gx HTTPS_PROXY 'http://ccmitm:{token}@127.0.0.1:{port}'",
                 "set -gx NODE_EXTRA_CA_CERTS '{ca}'",
                 "set -e ANTHROPIC_BASE_URL",
             ],
@@ -314,12 +317,13 @@ def test_invalid_config_at_start_serves_the_last_good_one(make_daemon, upstreams
             ["--reverse"],
             [
                 "export ANTHROPIC_BASE_URL='http://127.0.0.1:{reverse}'",
+                "export ANTHROPIC_CUSTOM_HEADERS='x-ccmitm-token: {token}'",
             ],
         ),
         (
             ["--subagent"],
             [
-                "export HTTPS_PROXY='http://127.0.0.1:{port}'",
+                "export HTTPS_PROXY='http://ccmitm:{token}@127.0.0.1:{port}'",
                 "export NODE_EXTRA_CA_CERTS='{ca}'",
                 "unset ANTHROPIC_BASE_URL",
                 "export CLAUDE_CODE_SUBAGENT_MODEL='haiku'",
@@ -330,6 +334,7 @@ def test_invalid_config_at_start_serves_the_last_good_one(make_daemon, upstreams
             ["--subagent", "--reverse", "--shell", "fish"],
             [
                 "set -gx ANTHROPIC_BASE_URL 'http://127.0.0.1:{reverse}'",
+                "set -gx ANTHROPIC_CUSTOM_HEADERS 'x-ccmitm-token: {token}'",
                 "set -gx CLAUDE_CODE_SUBAGENT_MODEL 'haiku'",
                 "set -gx CLAUDE_CODE_GATEWAY_HINT_HEADERS '1'",
             ],
@@ -354,7 +359,8 @@ def test_env_wires_and_unwires_a_shell(make_daemon, args: list[str], expected: l
         and not line.startswith("unset -f")
     ]
     assert lines == [
-        e.format(port=daemon.port, reverse=daemon.reverse_port, ca=daemon.ca_cert) for e in expected
+        e.format(port=daemon.port, reverse=daemon.reverse_port, ca=daemon.ca_cert, token=daemon.token)
+        for e in expected
     ]
 
 

@@ -129,6 +129,7 @@ def test_a_stalled_upstream_ends_the_client_stream(make_daemon, upstreams) -> No
             "POST",
             daemon.reverse_url + "/v1/messages",
             json={"model": HAIKU, "max_tokens": 8, "stream": True, "messages": []},
+            headers=daemon.auth_headers,
             timeout=httpx.Timeout(30),
         ) as response,
     ):
@@ -172,7 +173,7 @@ def test_glm_thinking_blocks_are_stripped_on_the_way_to_anthropic(daemon: Daemon
     response = httpx.post(
         daemon.reverse_url + "/v1/messages",
         json={"model": HAIKU, "max_tokens": 8, "messages": conversation},
-        headers={"x-api-key": CLIENT_API_KEY},
+        headers={"x-api-key": CLIENT_API_KEY, **daemon.auth_headers},
         timeout=30,
     )
     assert response.status_code == 200
@@ -187,7 +188,7 @@ def test_glm_thinking_blocks_are_stripped_on_the_way_to_anthropic(daemon: Daemon
 def test_sigterm_drains_in_flight_streams_and_refuses_new_connections(daemon: Daemon, upstreams) -> None:
     _, zai = upstreams
     zai.behaviour = "gated"
-    stream = BackgroundStream(daemon.reverse_url)
+    stream = BackgroundStream(daemon.reverse_url, headers=daemon.auth_headers)
 
     daemon.proc.send_signal(signal.SIGTERM)
     wait_for(lambda: "draining 1 in-flight" in daemon.stderr(), what="drain")
@@ -205,7 +206,7 @@ def test_sigterm_drains_in_flight_streams_and_refuses_new_connections(daemon: Da
 def test_a_second_sigterm_closes_the_rest_at_once(daemon: Daemon, upstreams) -> None:
     _, zai = upstreams
     zai.behaviour = "gated"
-    stream = BackgroundStream(daemon.reverse_url)
+    stream = BackgroundStream(daemon.reverse_url, headers=daemon.auth_headers)
     daemon.proc.send_signal(signal.SIGTERM)
     wait_for(lambda: "draining 1 in-flight" in daemon.stderr(), what="drain")
     daemon.proc.send_signal(signal.SIGTERM)
@@ -220,7 +221,7 @@ def test_kill_9_mid_stream_fails_the_client_fast_and_a_restart_binds_at_once(
 ) -> None:
     _, zai = upstreams
     zai.behaviour = "gated"
-    stream = BackgroundStream(daemon.reverse_url)
+    stream = BackgroundStream(daemon.reverse_url, headers=daemon.auth_headers)
     daemon.proc.kill()
     daemon.proc.wait(10)
     stream.join()
@@ -261,7 +262,10 @@ def raw_exchange(port: int, data: bytes, read: bool = True) -> bytes:
 def test_broken_bodies_pass_through_to_the_default_lane(daemon: Daemon, upstreams, body: bytes) -> None:
     anthropic_up, zai = upstreams
     response = httpx.post(
-        daemon.reverse_url + "/v1/messages", content=body, headers={"x-api-key": CLIENT_API_KEY}, timeout=20
+        daemon.reverse_url + "/v1/messages",
+        content=body,
+        headers={"x-api-key": CLIENT_API_KEY, **daemon.auth_headers},
+        timeout=20,
     )
     assert response.status_code in (200, 400)
     if b"ud800" in body:  # valid JSON with a lone surrogate: a Haiku model, routed and rewritten
@@ -286,7 +290,7 @@ def test_a_too_large_body_gets_an_anthropic_shaped_413(make_daemon, upstreams) -
     chunked = httpx.post(
         daemon.reverse_url + "/v1/messages",
         content=iter([b"x" * 3000] * 4),
-        headers={"x-api-key": CLIENT_API_KEY},
+        headers={"x-api-key": CLIENT_API_KEY, **daemon.auth_headers},
     )
     assert chunked.status_code >= 400  # no content-length: mitmproxy's own limit stops it
     assert anthropic_up.received == []
@@ -302,8 +306,10 @@ def test_garbage_on_the_wire_never_wedges_the_daemon(daemon: Daemon) -> None:
         b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
         b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
     ]
+    # With the client token, so the attacks get past the client check to the parts behind it.
+    token_line = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in daemon.auth_headers.items())
     for attack in attacks:
-        raw_exchange(daemon.reverse_port, attack)
+        raw_exchange(daemon.reverse_port, attack.replace(b"Host: x\r\n", b"Host: x\r\n" + token_line))
         raw_exchange(daemon.port, attack)
     # A client that aborts mid-upload.
     raw_exchange(
@@ -317,7 +323,12 @@ def test_garbage_on_the_wire_never_wedges_the_daemon(daemon: Daemon) -> None:
 
 def test_unknown_paths_and_http2_clients_are_served(daemon: Daemon, upstreams) -> None:
     anthropic_up, _ = upstreams
-    assert httpx.get(daemon.reverse_url + "/v1/unknown/thing", timeout=10).status_code == 200
+    assert (
+        httpx.get(
+            daemon.reverse_url + "/v1/unknown/thing", headers=daemon.auth_headers, timeout=10
+        ).status_code
+        == 200
+    )
     assert anthropic_up.received[-1].path == "/v1/unknown/thing"
     result = subprocess.run(
         ["curl", "-sS", "--http2", "-x", daemon.proxy_url, "--cacert", str(daemon.ca_cert), "-o", "/dev/null",
@@ -332,7 +343,8 @@ def test_only_intercept_hosts_are_decrypted(daemon: Daemon, upstreams) -> None:
     _, elsewhere = upstreams  # any host that is not an intercept host (nor the reverse target)
     with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
         target = f"127.0.0.1:{elsewhere.port}"
-        sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        credentials = "".join(f"{k}: {v}\r\n" for k, v in daemon.proxy_auth_headers.items())
+        sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{credentials}\r\n".encode())
         assert sock.recv(4096).startswith(b"HTTP/1.1 200")
         sock.sendall(
             b"GET /tunnelled HTTP/1.1\r\nHost: elsewhere\r\nx-api-key: "

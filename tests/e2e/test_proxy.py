@@ -28,7 +28,9 @@ def sdk(daemon: Daemon, listener: str, **credentials: str) -> anthropic.Anthropi
     """The official SDK wired to one listener: reverse (base URL) or intercepting (HTTPS proxy)."""
     credentials = credentials or {"api_key": CLIENT_API_KEY}
     if listener == "reverse":
-        return anthropic.Anthropic(base_url=daemon.reverse_url, max_retries=0, **credentials)
+        return anthropic.Anthropic(
+            base_url=daemon.reverse_url, max_retries=0, default_headers=daemon.auth_headers, **credentials
+        )
     client = httpx2.Client(
         proxy=daemon.proxy_url, verify=ssl.create_default_context(cafile=str(daemon.ca_cert))
     )
@@ -108,7 +110,9 @@ def test_sonnet_goes_to_anthropic_byte_for_byte(
         verify=ssl.create_default_context(cafile=str(daemon.ca_cert)),
     ) as http:
         response = http.post(
-            target + "/v1/messages?beta=true", content=raw, headers={"x-api-key": CLIENT_API_KEY}
+            target + "/v1/messages?beta=true",
+            content=raw,
+            headers={"x-api-key": CLIENT_API_KEY, **daemon.auth_headers},
         )
     assert response.status_code == 200
     assert anthropic_up.messages()[-1].body == raw
@@ -181,7 +185,12 @@ def test_count_tokens_and_other_paths_go_to_the_default_lane(daemon: Daemon, ups
     client = sdk(daemon, "reverse")
     assert client.messages.count_tokens(model=HAIKU, messages=MESSAGES).input_tokens == 101
     with httpx.Client() as http:
-        assert http.get(daemon.reverse_url + "/api/claude_code/settings").status_code == 200
+        assert (
+            http.get(
+                daemon.reverse_url + "/api/claude_code/settings", headers=daemon.auth_headers
+            ).status_code
+            == 200
+        )
     assert zai.received == []
     assert [r.path.split("?")[0] for r in anthropic_up.received] == [
         "/v1/messages/count_tokens",
@@ -212,6 +221,7 @@ def test_upstream_drop_mid_stream_is_logged_and_ends_the_client_stream(daemon: D
             "POST",
             daemon.reverse_url + "/v1/messages",
             json={"model": HAIKU, "max_tokens": 16, "stream": True, "messages": MESSAGES},
+            headers=daemon.auth_headers,
             timeout=20,
         ) as response,
     ):
@@ -255,7 +265,7 @@ def test_concurrent_calls_each_get_one_line(daemon: Daemon, upstreams) -> None:
                     r = http.post(
                         daemon.reverse_url + "/v1/messages",
                         json={"model": model, "max_tokens": 8, "stream": True, "messages": MESSAGES},
-                        headers={"x-api-key": CLIENT_API_KEY},
+                        headers={"x-api-key": CLIENT_API_KEY, **daemon.auth_headers},
                     )
                     assert r.status_code == 200
         except BaseException as exc:  # surfaced below

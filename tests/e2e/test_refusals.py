@@ -149,7 +149,7 @@ def test_claude_code_succeeds_when_the_offload_lane_is_unreachable(
     closed = free_port()
     daemon = make_daemon(lambda config: config["lanes"]["zai"].update(url=f"http://127.0.0.1:{closed}"))
     started = time.monotonic()
-    result = run_claude(claude_bin, daemon, "haiku", {"ANTHROPIC_BASE_URL": daemon.reverse_url})
+    result = run_claude(claude_bin, daemon, "haiku", daemon.reverse_env)
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok from the Anthropic lane"

@@ -128,7 +128,7 @@ def test_a_reload_re_points_even_a_kept_alive_connection(
     the new proxy (mitmproxy cannot re-point an open server connection; the Router replaces it)."""
     _, zai = upstreams
     body = {"model": HAIKU, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
-    headers = {"x-api-key": CLIENT_API_KEY}
+    headers = {"x-api-key": CLIENT_API_KEY, **daemon.auth_headers}
     with httpx.Client(base_url=daemon.reverse_url, timeout=30) as client:
         assert client.post("/v1/messages", json=body, headers=headers).status_code == 200
         assert "CONNECT" not in _through(forward_proxy)

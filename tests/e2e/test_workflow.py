@@ -175,6 +175,7 @@ def test_request_class_and_agent_type_reach_the_log_and_status(daemon: Daemon, u
         "x-claude-code-request-class": "subagent",
         "x-claude-code-agent-type": "custom",
         "x-claude-code-session-id": "sess-1",
+        **daemon.auth_headers,
     }
     body = {"model": "claude-haiku-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
     for cls in ("subagent", "main", "hacked\tvalue"):
@@ -186,7 +187,10 @@ def test_request_class_and_agent_type_reach_the_log_and_status(daemon: Daemon, u
         )
         assert response.status_code == 200
     httpx.post(
-        daemon.reverse_url + "/v1/messages", json=body, headers={"x-api-key": CLIENT_API_KEY}, timeout=30
+        daemon.reverse_url + "/v1/messages",
+        json=body,
+        headers={"x-api-key": CLIENT_API_KEY, **daemon.auth_headers},
+        timeout=30,
     )
     lines = daemon.wait_usage(4)
     assert [line["request_class"] for line in lines] == ["subagent", "main", "other", None]
@@ -315,7 +319,7 @@ def test_claude_code_marks_its_calls_when_wired_with_subagent(daemon: Daemon, up
     if not CLAUDE.exists():
         pytest.skip("Claude Code CLI not installed (run `make node-deps`)")
     wiring = {
-        "ANTHROPIC_BASE_URL": daemon.reverse_url,
+        **daemon.reverse_env,
         "CLAUDE_CODE_SUBAGENT_MODEL": "haiku",
         "CLAUDE_CODE_GATEWAY_HINT_HEADERS": "1",
     }

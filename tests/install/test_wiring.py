@@ -16,11 +16,21 @@ from hypothesis import strategies as st
 
 from ccmitm.install import shell, wiring
 
-NAMES = ["HTTPS_PROXY", "NODE_EXTRA_CA_CERTS", "ANTHROPIC_BASE_URL", *wiring.SUBAGENT_VARIABLES, "OTHER"]
+NAMES = [
+    "HTTPS_PROXY",
+    "NODE_EXTRA_CA_CERTS",
+    "ANTHROPIC_BASE_URL",
+    wiring.CUSTOM_HEADERS,
+    *wiring.SUBAGENT_VARIABLES,
+    "OTHER",
+]
+TOKEN = "planted-client-token-0123456789abcdef"
 
 
-def listener(tmp: Path) -> wiring.Listener:
-    return wiring.Listener("127.0.0.1", 8082, 8083, tmp / "mitm" / "mitmproxy-ca-cert.pem", tmp / "state")
+def listener(tmp: Path, token: str | None = None) -> wiring.Listener:
+    return wiring.Listener(
+        "127.0.0.1", 8082, 8083, tmp / "mitm" / "mitmproxy-ca-cert.pem", tmp / "state", token
+    )
 
 
 environments = st.dictionaries(st.sampled_from(NAMES), st.text(max_size=12), max_size=len(NAMES))
@@ -30,7 +40,7 @@ steps = st.lists(st.tuples(st.sampled_from(["intercept", "reverse"]), st.boolean
 @settings(max_examples=150, deadline=None)
 @given(environ=environments, wirings=steps)
 def test_unwiring_gives_back_exactly_what_was_there(tmp_path_factory, environ, wirings) -> None:
-    where = listener(tmp_path_factory.mktemp("w"))
+    where = listener(tmp_path_factory.mktemp("w"), TOKEN)
     current = dict(environ)
     for mode, subagent in wirings:
         current = wiring.apply(current, wiring.wire(current, where, mode, subagent))
@@ -130,7 +140,7 @@ def test_the_printed_lines_do_the_same_in_a_real_shell(
     if binary is None:
         pytest.skip(f"{name} is not installed (.ci/run installs it)")
     dialect: shell.Dialect = "fish" if name == "fish" else "sh"
-    where = listener(tmp_path_factory.mktemp("w"))
+    where = listener(tmp_path_factory.mktemp("w"), TOKEN)
     current, lines = dict(environ), []
     for mode, subagent in wirings:
         changes = wiring.wire(current, where, mode, subagent)
@@ -148,3 +158,45 @@ def test_the_printed_lines_do_the_same_in_a_real_shell(
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)
     assert {k: v for k, v in seen.items() if k in NAMES or k.startswith("_CCMITM_")} == environ
+
+
+# --- the client token -------------------------------------------------------------------------
+def test_the_token_goes_into_the_proxy_url_or_the_custom_headers(tmp_path: Path) -> None:
+    where = listener(tmp_path, TOKEN)
+    intercept = wiring.apply({}, wiring.wire({}, where, "intercept", False))
+    assert intercept["HTTPS_PROXY"] == f"http://ccmitm:{TOKEN}@127.0.0.1:8082"
+    assert wiring.CUSTOM_HEADERS not in intercept
+    reverse = wiring.apply({}, wiring.wire({}, where, "reverse", False))
+    assert reverse[wiring.CUSTOM_HEADERS] == f"x-ccmitm-token: {TOKEN}"
+    assert "HTTPS_PROXY" not in reverse
+    # Our own wired URL is not "the user's previous proxy".
+    assert wiring.previous_proxy({"HTTPS_PROXY": intercept["HTTPS_PROXY"]}, where) is None
+    # Without a token (proxy.client_auth off): the old URLs, the user's headers untouched.
+    users = {wiring.CUSTOM_HEADERS: "a: b"}
+    plain = wiring.apply(users, wiring.wire(users, listener(tmp_path), "reverse", False))
+    assert plain[wiring.CUSTOM_HEADERS] == "a: b"
+
+
+@pytest.mark.parametrize("name", ["bash", "zsh", "fish"])
+def test_the_users_custom_headers_are_kept_and_never_printed(tmp_path: Path, name: str) -> None:
+    """Reverse mode appends the token's line to the user's ANTHROPIC_CUSTOM_HEADERS (which may hold
+    a credential of theirs): by reference in the printed lines, and a real shell gets both lines."""
+    binary = shutil.which(name)
+    if binary is None:
+        pytest.skip(f"{name} is not installed (.ci/run installs it)")
+    dialect: shell.Dialect = "fish" if name == "fish" else "sh"
+    theirs = "X-Team-Secret: it's s3cret\nX-Other: $HOME"
+    environ = {wiring.CUSTOM_HEADERS: theirs}
+    changes = wiring.wire(environ, listener(tmp_path, TOKEN), "reverse", False)
+    lines = shell.assignments(wiring.symbolic(environ, changes), dialect)
+    assert "s3cret" not in "\n".join(lines) and TOKEN in "\n".join(lines)
+    dump = f"{sys.executable} -c 'import os,json;print(json.dumps(os.environ[\"{wiring.CUSTOM_HEADERS}\"]))'"
+    result = subprocess.run(
+        [binary, "-c", "\n".join([*lines, dump])],
+        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", **environ},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == f"{theirs}\nx-ccmitm-token: {TOKEN}"

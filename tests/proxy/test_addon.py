@@ -168,22 +168,29 @@ def test_a_failure_part_way_answers_502_and_sends_no_key(
 STRIPPED = [
     (b"anthropic-beta", b"oauth-2025-04-20"),
     (b"cookie", b"session=1"),
-    (b"proxy-authorization", b"Basic dXNlcjpwYXNz"),
     (b"authorization", f"Bearer {CLIENT_OAUTH_TOKEN}".encode()),
+]
+# ccmitm's own client token (proxy credentials or its header) leaves on no lane.
+CLIENT_TOKEN_HEADERS = [
+    (b"proxy-authorization", b"Basic dXNlcjpwYXNz"),
+    (b"x-ccmitm-token", b"planted-client-token-0123456789"),
 ]
 
 
 @pytest.mark.parametrize(("model", "kept"), [(HAIKU, False), (SONNET, True)])
 def test_client_headers_are_stripped_on_keyed_lanes_only(fx: Fixture, model: str, kept: bool) -> None:
     flow = messages_flow(model=model, headers=[*STRIPPED, (b"x-custom", b"1")])
-    before = flow.request.headers.fields
+    flow.request.headers.fields = (*flow.request.headers.fields, *CLIENT_TOKEN_HEADERS)
+    before = flow.request.headers.fields[: -len(CLIENT_TOKEN_HEADERS)]
     raw_before = flow.request.raw_content
     send(fx.router, flow)
     names = header_names(flow)
     assert "x-custom" in names
     for name, _ in STRIPPED:
         assert (name.decode() in names) is kept
-    if kept:  # the default lane gets the client's request as it was: headers and bytes
+    for name, _ in CLIENT_TOKEN_HEADERS:
+        assert name.decode() not in names
+    if kept:  # the default lane gets the client's request as it was (but ccmitm's token): headers and bytes
         assert flow.request.headers.fields[1:] == before[1:] and flow.request.raw_content == raw_before
         assert flow.request.headers.fields[0] == (b"host", b"anthropic.test")  # only Host follows the lane
 

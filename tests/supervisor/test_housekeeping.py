@@ -28,7 +28,7 @@ def send(daemon: Daemon, count: int, model: str = "claude-haiku-4-5") -> None:
             response = client.post(
                 daemon.reverse_url + "/v1/messages",
                 json={"model": model, "max_tokens": 8, "stream": True, "messages": []},
-                headers={"x-api-key": CLIENT_API_KEY},
+                headers={"x-api-key": CLIENT_API_KEY, **daemon.auth_headers},
             )
             assert response.status_code == 200
 

@@ -72,3 +72,24 @@ def test_endurance_from_a_paused_shell_passes_its_not_paused_check(tmp_path: Pat
     checks = {c["name"]: c for c in json.loads((out / "METRICS.json").read_text())["checks"]}
     assert checks["warm-up: not paused"]["ok"] is True
     assert checks["every Haiku call reached the offload upstream (zai) as glm-4.5-air"]["ok"] is True
+
+
+def test_the_secret_scan_finds_the_client_token_outside_its_own_file(tmp_path: Path) -> None:
+    """The token may sit in its file and in what `ccctl env` prints; anywhere else is a finding."""
+    from ccmitm.testing.harness import PrivateDaemon, private_config
+
+    daemon = PrivateDaemon(tmp_path, private_config(tmp_path, "http://127.0.0.1:9", "http://127.0.0.1:9"))
+    assert daemon.token is None and daemon.auth_headers == {} and daemon.proxy_url == daemon.bare_proxy_url
+    token = "planted-client-token-0123456789abcdef"
+    daemon.token_path.parent.mkdir(parents=True)
+    daemon.token_path.write_text(token + "\n")
+    assert daemon.proxy_url == f"http://ccmitm:{token}@127.0.0.1:{daemon.port}"
+    assert daemon.auth_headers == {"x-ccmitm-token": token}
+    daemon.ccctl("env", "--shell", "bash")  # prints the token by design
+    assert daemon.secret_findings(()) == []
+    daemon.ccctl("token", "show")
+    assert daemon.secret_findings(()) == []
+    daemon.logs_dir.mkdir(parents=True)
+    (daemon.logs_dir / "usage.jsonl").write_text(json.dumps({"leak": token}) + "\n")
+    [finding] = daemon.secret_findings(())
+    assert finding.startswith(f"{daemon.logs_dir / 'usage.jsonl'}:1:") and "client-token" in finding
