@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from ccmitm import paths
 from ccmitm.config.errors import ConfigError, Problem
 from ccmitm.config.model import Config, builtin_defaults
 from ccmitm.config.presets import apply_presets, fill_rule_models
@@ -34,6 +35,9 @@ class LoadedConfig:
     source: str  # the file path, or "built-in defaults"
     loaded_at: datetime
     overrides: tuple[str, ...] = ()
+    #: sha256 of the file's bytes (None for the built-in defaults): `ccctl env` compares it with
+    #: the file on disk to know the daemon's answer describes that file, without validating it.
+    digest: str | None = None
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -163,26 +167,34 @@ def apply_env_overrides(config: Config, environ: Mapping[str, str]) -> tuple[Con
     return config, tuple(applied)
 
 
-def read_file(path: Path) -> Config:
-    """The config in the file at ``path``, validated; ConfigError (every problem) otherwise."""
+def _read(path: Path) -> tuple[Config, str]:
+    """The config in the file at ``path``, validated, and the digest of the very bytes parsed."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        # Universal newlines, as Path.read_text would give.
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise ConfigError(str(path), [Problem("", f"cannot read: {reason}")]) from None
-    return validate(parse_yaml(text, str(path)), str(path))
+    return validate(parse_yaml(text, str(path)), str(path)), paths.file_digest(data)
+
+
+def read_file(path: Path) -> Config:
+    """The config in the file at ``path``, validated; ConfigError (every problem) otherwise."""
+    return _read(path)[0]
 
 
 def load(path: Path, environ: Mapping[str, str] = os.environ) -> LoadedConfig:
     """Load the file at ``path`` (built-in defaults when it does not exist) and apply env overrides."""
+    digest: str | None = None
     if path.exists():
-        config = read_file(path)
+        config, digest = _read(path)
         source = str(path)
     else:
         config = validate({}, BUILTIN_SOURCE)
         source = BUILTIN_SOURCE
     config, overrides = apply_env_overrides(config, environ)
-    return LoadedConfig(config, source, datetime.now(UTC), overrides)
+    return LoadedConfig(config, source, datetime.now(UTC), overrides, digest)
 
 
 def check_file(path: Path) -> ConfigError | None:

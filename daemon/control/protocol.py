@@ -34,6 +34,7 @@ Command = Literal[
     "bundle",
     "lane-reset",
     "session",
+    "wiring",
 ]
 #: The largest request line the server reads.
 MAX_LINE = 1024 * 1024
@@ -266,3 +267,21 @@ class SessionReply(TypedDict):
     paused_source: str
     lanes: list[SessionLaneState]  # lanes held, behind an open breaker or without their key
     config_error: str | None  # the last rejected reload (the previous config keeps serving)
+
+
+class WiringReply(TypedDict):
+    """``wiring``: what `ccctl env` needs to wire a shell, from the config the daemon serves, and
+    what tells ccctl whether that config is the one on disk (else it validates the file itself).
+
+    Never a secret: with client auth on, ccctl reads the token from ``token_file`` itself."""
+
+    host: str  # proxy.host
+    port: int  # proxy.port
+    reverse_port: int | None  # proxy.reverse_port
+    confdir: str  # proxy.confdir (mitmproxy's CA is in it), ~ expanded against ``home``
+    upstream_proxy: str | None  # proxy.upstream_proxy (a URL without credentials)
+    client_auth: bool  # the listeners want the client token
+    token_file: str  # where the client token is (whether client auth is on or not)
+    config_source: str  # the file the serving config came from, or "built-in defaults"
+    config_digest: str | None  # paths.file_digest of that file's bytes; None for the defaults
+    home: str  # what ~ means to the daemon

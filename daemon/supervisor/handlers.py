@@ -12,7 +12,7 @@ import os
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ccmitm import __version__
+from ccmitm import __version__, paths
 from ccmitm.control.protocol import (
     ConfigShowReply,
     ControlError,
@@ -24,6 +24,7 @@ from ccmitm.control.protocol import (
     SessionLaneState,
     SessionReply,
     StatusReply,
+    WiringReply,
 )
 from ccmitm.control.server import Handler
 from ccmitm.proxy.state import LaneStats
@@ -104,6 +105,9 @@ def control_handlers(daemon: Daemon) -> dict[str, Handler]:
     async def session(args: dict[str, Any]) -> SessionReply:
         return session_reply(daemon, args.get("session"))
 
+    async def wiring(_: dict[str, Any]) -> WiringReply:
+        return wiring_reply(daemon)
+
     return {
         "ping": ping,
         "status": status,
@@ -116,6 +120,7 @@ def control_handlers(daemon: Daemon) -> dict[str, Handler]:
         "bundle": bundle,
         "lane-reset": lane_reset,
         "session": session,
+        "wiring": wiring,
     }
 
 
@@ -190,6 +195,29 @@ def status_reply(daemon: Daemon) -> StatusReply:
         },
         "now": datetime.now(UTC).isoformat(timespec="seconds"),
         "telemetry": daemon.telemetry.status(),
+    }
+
+
+#: The client token's file in the state dir (written by the daemon when client auth is on).
+CLIENT_TOKEN = "client-token"
+
+
+def wiring_reply(daemon: Daemon) -> WiringReply:
+    """What `ccctl env` prints, from the serving config (cheap: no file is read)."""
+    loaded = daemon.runtime.active.loaded
+    proxy = loaded.config.proxy
+    return {
+        "host": proxy.host,
+        "port": proxy.port,
+        "reverse_port": proxy.reverse_port,
+        "confdir": proxy.confdir,
+        "upstream_proxy": proxy.upstream_proxy,
+        # The key comes with client auth (being added); until then the listeners take anyone local.
+        "client_auth": bool(getattr(proxy, "client_auth", False)),
+        "token_file": str(daemon.state_dir / CLIENT_TOKEN),
+        "config_source": loaded.source,
+        "config_digest": loaded.digest,
+        "home": str(paths.expand("~")),
     }
 
 
