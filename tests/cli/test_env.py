@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from ccmitm import paths
 from ccmitm.config.load import load
 from ccmitm.control.client import call
 from tests.cli.test_statusline import modules_loaded_by
 from tests.helpers import Daemon, wait_for
-
-pytestmark = pytest.mark.e2e
 
 #: What only validating the config file loads.
 CONFIG_MODEL = {"pydantic", "ccmitm.config.model", "ccmitm.config.load"}
@@ -25,6 +24,7 @@ def env_output(daemon: Daemon, *args: str, env: dict[str, str] | None = None) ->
     return result.stdout, result.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("args", "env"),
     [
@@ -51,6 +51,7 @@ def test_the_daemons_answer_prints_what_the_file_would(
         assert "proxy.upstream_proxy (http://upstream.example:8080)" in answered[1]
 
 
+@pytest.mark.e2e
 def test_env_skips_the_config_model_only_while_the_daemon_answers(daemon: Daemon, tmp_path: Path) -> None:
     loaded = modules_loaded_by(["env", "--shell", "bash"], tmp_path, daemon.env())
     assert "ccmitm.cli.wiring" in loaded
@@ -59,6 +60,7 @@ def test_env_skips_the_config_model_only_while_the_daemon_answers(daemon: Daemon
     assert modules_loaded_by(["env", "--shell", "bash"], tmp_path, daemon.env()) >= CONFIG_MODEL
 
 
+@pytest.mark.e2e
 def test_a_file_the_daemon_does_not_serve_is_validated(daemon: Daemon, tmp_path: Path) -> None:
     """A rejected reload keeps the old config serving: env must say what the file says (here:
     that it is invalid, so the defaults), as it did before it asked the daemon."""
@@ -73,12 +75,14 @@ def test_a_file_the_daemon_does_not_serve_is_validated(daemon: Daemon, tmp_path:
     assert modules_loaded_by(["env", "--shell", "bash"], tmp_path, daemon.env()) >= CONFIG_MODEL
 
 
+@pytest.mark.e2e
 def test_another_home_is_validated(daemon: Daemon, tmp_path: Path) -> None:
     """~ in the config means the daemon's HOME to the daemon: another HOME gets its own answer."""
     other = {**daemon.env(), "HOME": str(tmp_path / "elsewhere")}
     assert modules_loaded_by(["env", "--shell", "bash"], tmp_path, other) >= CONFIG_MODEL
 
 
+@pytest.mark.e2e
 def test_the_wiring_reply_describes_the_file_and_carries_no_secret(daemon: Daemon) -> None:
     reply = call(daemon.socket_path, "wiring", timeout=10)
     config = load(daemon.config_path, {"HOME": str(daemon.home)}).config
@@ -93,3 +97,14 @@ def test_the_wiring_reply_describes_the_file_and_carries_no_secret(daemon: Daemo
     assert reply["token_file"] == str(daemon.token_path) and isinstance(reply["client_auth"], bool)
     token = daemon.token
     assert token is None or token not in json.dumps(reply)
+
+
+def test_the_digest_is_of_the_files_bytes_and_line_ends_do_not_change_the_config(tmp_path: Path) -> None:
+    unix, dos = tmp_path / "unix.yaml", tmp_path / "dos.yaml"
+    text = "proxy:\n  port: 9001\n  reverse_port: null\n"
+    unix.write_bytes(text.encode())
+    dos.write_bytes(text.replace("\n", "\r\n").encode())
+    assert load(unix).digest == paths.file_digest(unix.read_bytes())
+    assert load(dos).digest == paths.file_digest(dos.read_bytes()) != load(unix).digest
+    assert load(dos).config == load(unix).config and load(unix).config.proxy.port == 9001
+    assert load(tmp_path / "absent.yaml").digest is None  # the built-in defaults
