@@ -63,7 +63,9 @@ def _daemon_wiring(ctx: click.Context) -> WiringReply | None:
         )
     except ControlError:
         return None
-    if not isinstance(reply, dict) or reply.get("home") != str(paths.expand("~")):
+    if not isinstance(reply, dict) or not WiringReply.__required_keys__ <= reply.keys():
+        return None  # a daemon of another version: the file says it for sure
+    if reply["home"] != str(paths.expand("~")):
         return None
     return reply if reply.get("config_digest") == _digest_on_disk(config_path(ctx)) else None
 
