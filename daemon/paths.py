@@ -63,6 +63,14 @@ def expand(path: str | Path, environ: Mapping[str, str] = os.environ) -> Path:
     return Path(text)
 
 
+def file_digest(data: bytes) -> str:
+    """The fingerprint of a config file's bytes: the daemon reports the one it loaded, and
+    `ccctl env` trusts the daemon's answer only when the file on disk still has it."""
+    import hashlib  # here: it loads OpenSSL, which `ccctl statusline` never needs
+
+    return hashlib.sha256(data).hexdigest()
+
+
 def ensure_private_dir(path: Path) -> Path:
     """Create a directory readable by its owner only; tighten an existing one only if it is
     ccmitm's own (named ``ccmitm`` or inside such a directory, as every default location is).

@@ -1,6 +1,12 @@
 """ccctl commands that wire a shell or one command to ccmitmd: `env` (print the lines that wire or
 unwire a shell), `run` (run one command wired, acting by `wiring.when_down` when the daemon does
-not answer) and `shell init` (print the shell habits, `ccsub` & co.)."""
+not answer) and `shell init` (print the shell habits, `ccsub` & co.).
+
+`ccctl env` runs in every new shell (``eval "$(ccctl env)"`` in an rc file), and validating the
+config with its model (pydantic) costs several times a bare Python start. So it asks the running
+daemon first, which has the config validated already; it trusts the answer only when the config
+file on disk is byte for byte the one the daemon serves, and validates the file itself otherwise.
+"""
 
 from __future__ import annotations
 
@@ -10,33 +16,84 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ccmitm import paths
 from ccmitm.cli.common import config_path, fail, load_config
-from ccmitm.cli.control import LaunchError, launch
 from ccmitm.config.clienttoken import TokenError, ensure_token, token_path
-from ccmitm.config.errors import ConfigError
-from ccmitm.config.load import load
-from ccmitm.config.model import Config
+from ccmitm.control.protocol import ControlError, WiringReply
 from ccmitm.install import shell as shell_text
 from ccmitm.install import wiring
-from ccmitm.install.host import UNIT_NAME, Host, ServiceError
+
+if TYPE_CHECKING:
+    from ccmitm.config.model import Config
 
 SHELLS = ("bash", "zsh", "fish")
 POSIX_SHELLS = frozenset({"sh", "dash", "ash", "ksh", "mksh", "busybox"})
+#: How long `ccctl env` waits for the daemon before it validates the config file itself.
+ASK_TIMEOUT_S = 2.0
+
+
+def _token(client_auth: bool, path: Path) -> str | None:
+    """The client token wired clients show, when the listeners want one (made first if there is
+    none yet, so a shell wired before ccmitmd ever ran works once it starts)."""
+    if not client_auth:
+        return None
+    try:
+        return ensure_token(path)
+    except TokenError as exc:
+        fail(str(exc))
 
 
 def _listener(config: Config) -> wiring.Listener:
-    """The listener with the client token wired clients show (made first if there is none yet,
-    so a shell wired before ccmitmd ever ran works once it starts)."""
-    if not config.proxy.client_auth:
-        return wiring.Listener.of(config)
+    return wiring.Listener.of(config, _token(config.proxy.client_auth, token_path()))
+
+
+def _wiring_facts(ctx: click.Context) -> tuple[wiring.Listener, str | None]:
+    """The listener to wire to and proxy.upstream_proxy: from the daemon when it serves the
+    config file on disk, else from the file, validated (a warning and the defaults if invalid)."""
+    reply = _daemon_wiring(ctx)
+    if reply is not None:
+        token = _token(reply["client_auth"], Path(reply["token_file"]))
+        listener = wiring.Listener.at(
+            reply["host"], reply["port"], reply["reverse_port"], reply["confdir"], token
+        )
+        return listener, reply["upstream_proxy"]
+    config = load_config(ctx)
+    return _listener(config), config.proxy.upstream_proxy
+
+
+def _daemon_wiring(ctx: click.Context) -> WiringReply | None:
+    """The daemon's ``wiring`` answer if it holds for this ccctl, else None: the daemon is down
+    (or older, without the command), its config is not the file on disk (a rejected or pending
+    reload, another --config), or its ~ is another directory than ours."""
+    from ccmitm.cli.locate import control_socket
+    from ccmitm.control.client import call
+
     try:
-        return wiring.Listener.of(config, ensure_token(token_path()))
-    except TokenError as exc:
-        fail(str(exc))
+        reply: WiringReply = call(
+            control_socket((ctx.find_root().obj or {}).get("config_option")), "wiring", timeout=ASK_TIMEOUT_S
+        )
+    except ControlError:
+        return None
+    if not isinstance(reply, dict) or not WiringReply.__required_keys__ <= reply.keys():
+        return None  # a daemon of another version: the file says it for sure
+    if reply["home"] != str(paths.expand("~")):
+        return None
+    return reply if reply.get("config_digest") == _digest_on_disk(config_path(ctx)) else None
+
+
+def _digest_on_disk(path: Path) -> str | None:
+    """What the daemon would report for the file at ``path``: its digest, None when there is no
+    file (the built-in defaults), "" (matches nothing) when it cannot be read."""
+    if not path.exists():  # as config.load does: no file means the built-in defaults
+        return None
+    try:
+        return paths.file_digest(path.read_bytes())
+    except OSError:
+        return ""
 
 
 def _calling_shell() -> str:
@@ -118,8 +175,7 @@ def env(ctx: click.Context, shell: str | None, mode: str | None, subagent: bool)
         for line in shell_text.assignments(restore, dialect) + shell_text.remove_guard(dialect):
             click.echo(line)
         return
-    config = load_config(ctx)
-    listener = _listener(config)
+    listener, upstream_proxy = _wiring_facts(ctx)
     wire_mode: wiring.Mode = "reverse" if mode == "reverse" else "intercept"
     if wire_mode == "intercept" and not listener.ca_cert.exists():
         click.echo(
@@ -129,7 +185,7 @@ def env(ctx: click.Context, shell: str | None, mode: str | None, subagent: bool)
         changes = wiring.wire(environ, listener, wire_mode, subagent)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    _note_previous_proxy(wiring.original(environ), listener, config)
+    _note_previous_proxy(wiring.original(environ), listener, upstream_proxy)
     lines = shell_text.assignments(wiring.symbolic(environ, changes), dialect)
     for line in lines + shell_text.guard_function(_ctl_words(ctx), dialect):
         click.echo(line)
@@ -140,12 +196,12 @@ def env(ctx: click.Context, shell: str | None, mode: str | None, subagent: bool)
         )
 
 
-def _note_previous_proxy(base: dict[str, str], listener: wiring.Listener, config: Config) -> None:
+def _note_previous_proxy(base: dict[str, str], listener: wiring.Listener, upstream_proxy: str | None) -> None:
     previous = wiring.previous_proxy(base, listener)
     if previous is None:
         return
-    if config.proxy.upstream_proxy:
-        where = f"ccmitmd reaches its lanes through proxy.upstream_proxy ({config.proxy.upstream_proxy})"
+    if upstream_proxy:
+        where = f"ccmitmd reaches its lanes through proxy.upstream_proxy ({upstream_proxy})"
     else:
         where = (
             f"for ccmitmd to reach its lanes through it too: ccctl config set proxy.upstream_proxy {previous}"
@@ -197,6 +253,8 @@ def _when_down(
     port: int,
 ) -> dict[str, str]:
     """The environment to run the command in, after acting on a daemon that does not answer."""
+    from ccmitm.cli.control import LaunchError
+
     where = f"{host}:{port}"
     action = config.wiring.when_down
     if action == "fail":
@@ -226,6 +284,9 @@ def _when_down(
 def _start(ctx: click.Context, config: Config, base: dict[str, str], host: str, port: int) -> str:
     """Start ccmitmd (the service if it is installed, else as `ccctl start` does) and wait, bounded,
     until it answers; how it was started, or LaunchError with the cause."""
+    from ccmitm.cli.control import LaunchError, launch
+    from ccmitm.install.host import UNIT_NAME, Host, ServiceError
+
     timeout = config.wiring.start_timeout_s
     try:
         machine: Host | None = Host.current()
@@ -270,6 +331,10 @@ _LAST_GOOD = "last-good-config.yaml"
 def _refuse_a_doomed_start(config_file: Path) -> None:
     """An invalid config without a last good one makes ccmitmd exit at start (exit 2): say so now,
     in a fraction of the time the daemon's own start would take."""
+    from ccmitm.cli.control import LaunchError
+    from ccmitm.config.errors import ConfigError
+    from ccmitm.config.load import load
+
     try:
         load(config_file)
     except ConfigError as exc:

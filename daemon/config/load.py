@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import ValidationError
 
+from ccmitm import paths
 from ccmitm.config.errors import ConfigError, ConfigMissing, Problem
 from ccmitm.config.model import Config, builtin_defaults
 from ccmitm.config.presets import apply_presets, fill_rule_models
@@ -54,6 +55,9 @@ class LoadedConfig:
     overrides: tuple[str, ...] = ()
     #: The file's config before the environment overrides: what is saved as the last good config.
     validated: Config | None = None
+    #: sha256 of the file's bytes (None for the built-in defaults): `ccctl env` compares it with
+    #: the file on disk to know the daemon's answer describes that file, without validating it.
+    digest: str | None = None
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -287,9 +291,9 @@ def _unreadable(source: str, exc: OSError | UnicodeDecodeError) -> ConfigError:
     return ConfigError(source, [Problem("", f"cannot read: {exc.strerror or type(exc).__name__}")])
 
 
-def read_text(path: Path) -> str:
-    """The text of the config file at ``path``; ConfigMissing when nothing is there, ConfigError
-    for anything else that is not a readable regular UTF-8 file of at most MAX_CONFIG_BYTES."""
+def read_bytes(path: Path) -> bytes:
+    """The bytes of the config file at ``path``; ConfigMissing when nothing is there, ConfigError
+    for anything else that is not a readable regular file of at most MAX_CONFIG_BYTES."""
     source = str(path)
     # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
@@ -321,23 +325,39 @@ def read_text(path: Path) -> str:
             total += len(chunk)
         if total > MAX_CONFIG_BYTES:
             raise too_big
-        return b"".join(chunks).decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        return b"".join(chunks)
+    except OSError as exc:
         raise _unreadable(source, exc) from None
     finally:
         os.close(fd)
 
 
+def _decode(data: bytes, source: str) -> str:
+    try:
+        # Universal newlines, as Path.read_text would give.
+        return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    except UnicodeDecodeError as exc:
+        raise _unreadable(source, exc) from None
+
+
+def _read(path: Path) -> tuple[Config, str]:
+    """The config in the file at ``path``, validated, and the digest of the very bytes parsed."""
+    data = read_bytes(path)
+    source = str(path)
+    return validate(parse_yaml(_decode(data, source), source), source), paths.file_digest(data)
+
+
 def read_file(path: Path) -> Config:
     """The config in the file at ``path``, validated; ConfigError (every problem) otherwise."""
-    return validate(parse_yaml(read_text(path), str(path)), str(path))
+    return _read(path)[0]
 
 
 def load(path: Path, environ: Mapping[str, str] = os.environ, missing_ok: bool = True) -> LoadedConfig:
     """Load the file at ``path`` and apply env overrides. No file there means the built-in
     defaults, or ConfigMissing with ``missing_ok=False`` (a running daemon keeps what it serves)."""
+    digest: str | None = None
     try:
-        config = read_file(path)
+        config, digest = _read(path)
         source = str(path)
     except ConfigMissing:
         if not missing_ok:
@@ -345,7 +365,7 @@ def load(path: Path, environ: Mapping[str, str] = os.environ, missing_ok: bool =
         config = validate({}, BUILTIN_SOURCE)
         source = BUILTIN_SOURCE
     effective, overrides = apply_env_overrides(config, environ)
-    return LoadedConfig(effective, source, datetime.now(UTC), overrides, validated=config)
+    return LoadedConfig(effective, source, datetime.now(UTC), overrides, validated=config, digest=digest)
 
 
 def check_file(path: Path) -> ConfigError | None:

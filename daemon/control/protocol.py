@@ -35,6 +35,7 @@ Command = Literal[
     "lane-reset",
     "session",
     "token-reload",
+    "wiring",
 ]
 #: The largest request line the server reads.
 MAX_LINE = 1024 * 1024
@@ -275,3 +276,21 @@ class TokenReloadReply(TypedDict):
     changed: bool  # the token in force is a different one now
     path: str  # the token file; the token itself is never in a reply
     required: bool  # proxy.client_auth
+
+
+class WiringReply(TypedDict):
+    """``wiring``: what `ccctl env` needs to wire a shell, from the config the daemon serves, and
+    what tells ccctl whether that config is the one on disk (else it validates the file itself).
+
+    Never a secret: with client auth on, ccctl reads the token from ``token_file`` itself."""
+
+    host: str  # proxy.host
+    port: int  # proxy.port
+    reverse_port: int | None  # proxy.reverse_port
+    confdir: str  # proxy.confdir (mitmproxy's CA is in it), ~ expanded against ``home``
+    upstream_proxy: str | None  # proxy.upstream_proxy (a URL without credentials)
+    client_auth: bool  # the listeners want the client token
+    token_file: str  # where the client token is (whether client auth is on or not)
+    config_source: str  # the file the serving config came from, or "built-in defaults"
+    config_digest: str | None  # paths.file_digest of that file's bytes; None for the defaults
+    home: str  # what ~ means to the daemon

@@ -14,12 +14,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from ccmitm import paths
 from ccmitm.config.clienttoken import HEADER, USER
-from ccmitm.config.model import Config
+
+if TYPE_CHECKING:
+    # Types only: `ccctl env` wires from the daemon's answer without loading the config model.
+    from ccmitm.config.model import Config
 
 Mode = Literal["intercept", "reverse"]
 
@@ -51,11 +54,19 @@ class Listener:
 
     @classmethod
     def of(cls, config: Config, token: str | None = None) -> Listener:
+        proxy = config.proxy
+        return cls.at(proxy.host, proxy.port, proxy.reverse_port, proxy.confdir, token)
+
+    @classmethod
+    def at(
+        cls, host: str, port: int, reverse_port: int | None, confdir: str, token: str | None = None
+    ) -> Listener:
+        """From the proxy.* keys themselves (as the daemon reports them to `ccctl env`)."""
         return cls(
-            host=config.proxy.host,
-            port=config.proxy.port,
-            reverse_port=config.proxy.reverse_port,
-            ca_cert=Path(config.proxy.confdir) / "mitmproxy-ca-cert.pem",
+            host=host,
+            port=port,
+            reverse_port=reverse_port,
+            ca_cert=Path(confdir) / "mitmproxy-ca-cert.pem",
             state_dir=paths.state_home(),
             token=token,
         )

@@ -12,7 +12,7 @@ import os
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ccmitm import __version__
+from ccmitm import __version__, paths
 from ccmitm.control.protocol import (
     ConfigShowReply,
     ControlError,
@@ -25,6 +25,7 @@ from ccmitm.control.protocol import (
     SessionReply,
     StatusReply,
     TokenReloadReply,
+    WiringReply,
 )
 from ccmitm.control.server import Handler
 from ccmitm.proxy.state import LaneStats
@@ -108,6 +109,9 @@ def control_handlers(daemon: Daemon) -> dict[str, Handler]:
     async def token_reload(_: dict[str, Any]) -> TokenReloadReply:
         return await daemon.reload_token()
 
+    async def wiring(_: dict[str, Any]) -> WiringReply:
+        return wiring_reply(daemon)
+
     return {
         "token-reload": token_reload,
         "ping": ping,
@@ -121,6 +125,7 @@ def control_handlers(daemon: Daemon) -> dict[str, Handler]:
         "bundle": bundle,
         "lane-reset": lane_reset,
         "session": session,
+        "wiring": wiring,
     }
 
 
@@ -195,6 +200,25 @@ def status_reply(daemon: Daemon) -> StatusReply:
         },
         "now": datetime.now(UTC).isoformat(timespec="seconds"),
         "telemetry": daemon.telemetry.status(),
+    }
+
+
+def wiring_reply(daemon: Daemon) -> WiringReply:
+    """What `ccctl env` prints, from the serving config (cheap: no file is read)."""
+    loaded = daemon.runtime.active.loaded
+    proxy = loaded.config.proxy
+    return {
+        "host": proxy.host,
+        "port": proxy.port,
+        "reverse_port": proxy.reverse_port,
+        "confdir": proxy.confdir,
+        "upstream_proxy": proxy.upstream_proxy,
+        # The key comes with client auth (being added); until then the listeners take anyone local.
+        "client_auth": bool(proxy.client_auth),
+        "token_file": str(daemon.token_path),
+        "config_source": loaded.source,
+        "config_digest": loaded.digest,
+        "home": str(paths.expand("~")),
     }
 
 

@@ -194,17 +194,19 @@ with open(OUT, "w") as handle:
 """
 
 
-def modules_loaded_by(args: list[str], tmp_path: Path) -> set[str]:
-    """The modules `ccctl ARGS` imports (run in a fresh interpreter, no daemon answering)."""
+def modules_loaded_by(args: list[str], tmp_path: Path, env: dict[str, str] | None = None) -> set[str]:
+    """The modules `ccctl ARGS` imports, run in a fresh interpreter: in ``env`` (e.g. a running
+    daemon's), else in an environment of its own where no daemon answers."""
     out = tmp_path / "modules.json"
-    env = {
-        **os.environ,
-        "HOME": str(tmp_path),
-        "XDG_RUNTIME_DIR": str(tmp_path),
-        "XDG_CONFIG_HOME": str(tmp_path / "c"),
-        "XDG_STATE_HOME": str(tmp_path / "s"),
-    }
-    env.pop("CCMITM_CONFIG", None)
+    if env is None:
+        env = {
+            **os.environ,
+            "HOME": str(tmp_path),
+            "XDG_RUNTIME_DIR": str(tmp_path),
+            "XDG_CONFIG_HOME": str(tmp_path / "c"),
+            "XDG_STATE_HOME": str(tmp_path / "s"),
+        }
+        env.pop("CCMITM_CONFIG", None)
     subprocess.run(
         [sys.executable, "-c", PROBE.replace("OUT", repr(str(out))), json.dumps(args)],
         input=json.dumps({"session_id": "s"}),
@@ -231,6 +233,7 @@ def test_the_daemon_commands_do_not_load_the_config_model(command: list[str], tm
     loaded = modules_loaded_by(command, tmp_path)
     assert "ccmitm.cli.control" in loaded
     assert loaded.isdisjoint({"pydantic", "mitmproxy", "yaml", "apscheduler", "watchdog", "httpx"})
+    assert "rich" not in loaded  # `top --once` prints plain text; only the live view needs rich
     # Only the module of the command that runs: not the report, service or config editing code.
     assert not {"ccmitm.cli.report", "ccmitm.cli.service", "ccmitm.cli.config", "ccmitm.cli.wiring"} & loaded
 

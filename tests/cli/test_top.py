@@ -15,12 +15,14 @@ import subprocess
 import sys
 import termios
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from rich.console import Console
 
-from ccmitm.cli.top import render, render_down
+from ccmitm.cli.top import frame, frame_down, plain_frame, render, render_down
+from tests.cli.test_statusline import modules_loaded_by
 from tests.helpers import Daemon, post, status
 
 SONNET = "claude-sonnet-5"
@@ -125,8 +127,6 @@ def test_frame_tolerates_a_daemon_without_token_counters() -> None:
 
 
 def test_down_frame_names_the_socket() -> None:
-    from pathlib import Path
-
     text = text_of(render_down(Path("/run/x/control.sock"), "refused"))
     assert "ccmitmd not running" in text and "/run/x/control.sock" in text and "retrying" in text
 
@@ -258,3 +258,45 @@ def test_frame_names_a_held_lane_in_plain_words() -> None:
     text = text_of(render(held))
     assert cells(text, "zai")["state"] == "held: billing"
     assert "zai: insufficient balance (1113) — top up, then `ccctl lane reset zai`" in text
+
+
+def held_status() -> dict[str, Any]:
+    held = fake_status(paused=True)
+    hold = {"cls": "billing", "code": "1113", "status": 429, "words": "insufficient balance", "message": "x"}
+    held["lanes"]["zai"] = lane(
+        requests=1, hold={**hold, "since": "2025-01-01T00:00:00+00:00", "until": None}
+    )
+    held["lanes"]["zai"]["quota"] = {
+        "state": "ok",
+        "five_hour": {"percent": 37.0, "resets_at": None},
+        "week": None,
+        "checked_at": None,
+    }
+    return held
+
+
+@pytest.mark.parametrize("live", [False, True])
+@pytest.mark.parametrize("shown", [fake_status, held_status], ids=["breaker", "held-paused-quota"])
+def test_the_plain_frame_reads_as_the_rich_one(shown: Any, live: bool) -> None:
+    """`top --once` draws the frame itself (no rich import): the same text rich draws."""
+    status_reply = shown()
+    assert plain_frame(frame(status_reply, live=live)) == text_of(render(status_reply, live=live), width=200)
+    down = frame_down(Path("/run/x/control.sock"), "refused", live=live)
+    assert plain_frame(down) == text_of(render_down(Path("/run/x/control.sock"), "refused", live=live))
+
+
+def test_the_plain_frame_has_no_control_characters_and_an_ascii_form() -> None:
+    sneaky = fake_status()
+    sneaky["lanes"]["zai"]["problem"] = "bad\x1b[2Jkey"
+    sneaky["lanes"]["zai"]["available"] = False
+    text = plain_frame(frame(held_status(), live=False), ascii_only=True)
+    assert text.isascii() and "| zai " in text and "held: billing" in text
+    assert "\x1b" not in plain_frame(frame(sneaky, live=False))
+    assert cells(plain_frame(frame(sneaky, live=False)), "zai")["state"] == "unavailable: bad [2Jkey"
+
+
+@pytest.mark.e2e
+def test_once_against_a_running_daemon_does_not_import_rich(daemon: Daemon, tmp_path: Path) -> None:
+    assert post(daemon).status_code == 200
+    loaded = modules_loaded_by(["top", "--once"], tmp_path, daemon.env())
+    assert "ccmitm.cli.top" in loaded and "rich" not in loaded
