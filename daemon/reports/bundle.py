@@ -22,7 +22,7 @@ import shutil
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
@@ -38,9 +38,8 @@ from ccmitm.config.model import Config
 from ccmitm.core.redact import redact_text
 from ccmitm.logs.daemonlog import DAEMON_LOG
 from ccmitm.logs.files import all_files, read_lines
-from ccmitm.logs.usage import USAGE_FILE
 from ccmitm.paths import atomic_file, ensure_private_dir, write_atomic
-from ccmitm.reports.audit import verify
+from ccmitm.reports.audit import Audit
 from ccmitm.reports.bundle_state import (
     ENDURANCE_FILES,
     STATE_FILE,
@@ -51,10 +50,11 @@ from ccmitm.reports.bundle_state import (
     record_run,
     remove_entry,
 )
-from ccmitm.reports.html import render_report
-from ccmitm.reports.records import UsageLines, parse_ts
+from ccmitm.reports.html import ReportPage
+from ccmitm.reports.prices import PriceTable
+from ccmitm.reports.records import Record, UsageLines
 from ccmitm.reports.secretscan import Finding, scan_tree
-from ccmitm.reports.summary import summarize
+from ccmitm.reports.summary import Summary
 from ccmitm.reports.text import format_verify
 
 STAGING_DIR = "bundle-staging"
@@ -156,31 +156,38 @@ def _lane_key_values(config: Config, lane_keys: Mapping[str, str | None] | None)
     return {name: value for name, value in lane_keys.items() if value}
 
 
+#: The copied usage lines are scrubbed in blocks of about this many bytes (whole lines: the
+#: patterns never span a line break inside a JSON line), not one regex pass per line.
+_REDACT_BLOCK = 1 << 20
+
+
 def _copy_usage(
-    logs_dir: Path, target: Path, window_start: datetime, keys: Mapping[str, str]
-) -> tuple[int, int]:
-    """Usage lines at or after ``window_start`` -> ``target`` (scrubbed). Returns (lines, skipped)."""
-    written = skipped = 0
-    with _text_file(target) as out:
-        for path in all_files(logs_dir / USAGE_FILE):
-            for raw in read_lines(path):
-                text = raw.decode("utf-8", "replace").rstrip("\r\n")
-                if not text.strip():
-                    continue
-                try:
-                    record = json.loads(text)
-                except ValueError:
-                    skipped += 1
-                    continue
-                stamp = parse_ts(record.get("ts")) if isinstance(record, dict) else None
-                if stamp is None:
-                    skipped += 1
-                    continue
-                if stamp < window_start:
-                    continue
-                out.write(redact_text(text, keys) + "\n")
-                written += 1
-    return written, skipped
+    lines: UsageLines, target: Path, keys: Mapping[str, str], consumers: list[Callable[[Record], None]]
+) -> int:
+    """One pass over the usage lines in the window: each is copied to ``target`` (scrubbed) and
+    handed to every consumer (the summary, the audit, the page). Returns the lines copied."""
+    written = 0
+    block: list[bytes] = []
+    size = 0
+    with atomic_file(target, FILE_MODE) as out:
+
+        def flush() -> None:
+            text = b"".join(block).decode("utf-8", "replace")
+            out.write(redact_text(text, keys).encode("utf-8"))
+            block.clear()
+
+        for raw, record in lines.with_text():
+            line = raw.rstrip(b"\r\n") + b"\n"
+            block.append(line)
+            size += len(line)
+            if size >= _REDACT_BLOCK:
+                flush()
+                size = 0
+            for consume in consumers:
+                consume(record)
+            written += 1
+        flush()
+    return written
 
 
 def _copy_daemon_log(state_dir: Path, target: Path, window_start: datetime, keys: Mapping[str, str]) -> None:
@@ -352,23 +359,30 @@ def _build(
         stage = run_dir / name
         stage.mkdir(mode=0o700)
 
-        result.usage_lines, result.skipped_lines = _copy_usage(
-            logs, stage / "usage.jsonl", window_start, keys
+        # The log is read once: every line in the window is copied and fed to the three reports.
+        lines = UsageLines(logs, since=window_start, keep_unparseable=VERIFY_PROOF_KEEP)
+        summary = Summary(default_lane=config.routing.default_lane, prices=PriceTable.from_config(config))
+        auditor = Audit(config, keep=VERIFY_PROOF_KEEP)
+        report_page = ReportPage()
+        result.usage_lines = _copy_usage(
+            lines, stage / "usage.jsonl", keys, [summary.add, auditor.add, report_page.add]
         )
-        metrics = summarize(
-            UsageLines(stage),
-            pricing=config.pricing,
-            default_lane=config.routing.default_lane,
-            skipped_lines=result.skipped_lines,
-        )
+        result.skipped_lines = lines.skipped + lines.undated
+        metrics = summary.result(skipped_lines=result.skipped_lines)
         metrics["window"]["since"] = result.window_start
         _write(stage / "METRICS.json", redact_text(json.dumps(metrics, indent=2) + "\n", keys))
-        audit = verify(UsageLines(stage), config, keep=VERIFY_PROOF_KEEP)
+        auditor.add_unparseable(lines.skipped, lines.unparseable)
+        audit = auditor.finish()
         result.verify_ok, result.verify_outcome = audit.ok, audit.outcome
         verify_text = format_verify(audit, proof=True) + f"exit code: {audit.exit_code}\n"
         _write(stage / "VERIFY.txt", redact_text(verify_text, keys))
-        page = render_report(
-            UsageLines(stage), audit.to_dict(), window_start, now, config.routing.default_lane, title=name
+        page = report_page.render(
+            audit.to_dict(),
+            window_start,
+            now,
+            config.routing.default_lane,
+            title=name,
+            savings=metrics["offload"],
         )
         _write(stage / "REPORT.html", redact_text(page, keys))
         _write(stage / "config.redacted.yaml", _config_yaml(config, keys))

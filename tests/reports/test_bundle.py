@@ -133,7 +133,12 @@ def test_bundle_contents_readme_and_window(setup: dict[str, Any]) -> None:
     assert metrics["totals"]["calls"] == 2 and metrics["lanes"]["zai"]["calls"] == 1
     verify_text = (out / "VERIFY.txt").read_text()
     assert "1 of 2 decisions went to the offload lanes" in verify_text
-    assert verify_text.rstrip().endswith("exit code: 0") and result.verify_ok is True
+    # The torn last line is in the window (the line before it is): the audit reports it, so the
+    # bundle's audit fails on it instead of passing over a line it could not read.
+    assert "[FAIL] (e) classifiable" in verify_text and "unparseable line 1" in verify_text
+    assert "\n  torn {\n" in verify_text
+    assert verify_text.rstrip().endswith("exit code: 1") and result.verify_ok is False
+    assert "[PASS] (a) haiku-offloaded" in verify_text and "[PASS] (c) passthrough-only" in verify_text
     config_copy = yaml.safe_load((out / "config.redacted.yaml").read_text())
     assert config_copy == setup["config"].redacted()
     versions = (out / "VERSION.txt").read_text()

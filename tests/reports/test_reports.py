@@ -94,7 +94,7 @@ def ccctl(config_path: Path, *args: str) -> Any:
 def test_a_clean_log_passes(config: Config) -> None:
     report = verify(clean_log(), config)
     assert report.ok and report.exit_code == 0
-    assert [c.ok for c in report.checks] == [True, True, True, True]
+    assert [c.ok for c in report.checks] == [True] * 6
     # 10 lines, 9 decisions (the failover retry belongs to its first attempt), 3 of them to zai.
     assert (report.records, report.decisions, report.offloaded) == (10, 9, 3)
     assert report.headline.startswith(
@@ -106,7 +106,7 @@ def test_a_clean_log_passes(config: Config) -> None:
     haiku_check = report.checks[0]
     assert haiku_check.checked == 7
     text = format_verify(report)
-    assert text.count("[PASS]") == 4 and "[FAIL]" not in text
+    assert text.count("[PASS]") == 6 and "[FAIL]" not in text
     assert text.rstrip().splitlines()[-1].startswith("PASS")
 
 
@@ -191,7 +191,7 @@ def test_verify_on_zero_lines_is_nothing_to_audit_never_pass(tmp_path: Path, con
     assert not report.ok and report.outcome == "nothing to audit" and report.exit_code == 3
     assert report.verdict.startswith("NOTHING TO AUDIT")
     text = format_verify(report, proof=True)
-    assert "PASS" not in text and text.count("[NONE]") == 4
+    assert "PASS" not in text and text.count("[NONE]") == 6
 
     (tmp_path / "logs").mkdir()  # the dir exists, the log has no line yet
     config_path = write_config(tmp_path)
@@ -308,10 +308,16 @@ def test_summarize_numbers_on_a_known_set(config: Config) -> None:
     assert "authorization" in text and "HTTP/2.0" in text
 
 
-def test_summarize_without_pricing_has_no_cost() -> None:
+def test_summarize_without_pricing_uses_the_dated_list_prices() -> None:
+    # No `pricing` in the config: Haiku is priced from the built-in table ($1 in, $5 out per MTok).
     result = summarize([line()], default_lane="anthropic")
-    assert result["offload"]["estimated_cost_avoided_usd"] is None
+    assert result["offload"]["estimated_cost_avoided_usd"] == pytest.approx((11 * 1.0 + 7 * 5.0) / 1e6)
     assert result["offload"]["tokens_moved"] == 18
+    text = format_summary(result)
+    assert "n/a" not in text and "https://www.anthropic.com/pricing, checked" in text
+    # A model outside the Haiku, Sonnet and Opus families has no Anthropic price: still n/a.
+    result = summarize([line(model="glm-5-direct", rule="glm-*")], default_lane="anthropic")
+    assert result["offload"]["estimated_cost_avoided_usd"] is None
     assert "n/a" in format_summary(result)
 
 
@@ -401,7 +407,7 @@ def test_summarize_and_verify_on_logs_from_real_traffic(daemon: Daemon) -> None:
     result = daemon.ccctl("verify", "--proof")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 of 2 decisions went to the offload lanes (zai)" in result.stdout
-    assert result.stdout.count("[PASS]") == 4
+    assert result.stdout.count("[PASS]") == 6
     for entry in lines:
         assert entry["id"] in result.stdout  # the proof cites both real lines
     for secret in ALL_SECRETS:
