@@ -119,7 +119,9 @@ def test_unparseable_lines_count_in_the_window_of_their_neighbours(tmp_path: Pat
     text = (logs / "usage.jsonl").read_text().splitlines()
     recent = json.dumps(line())
     # Garbage between two old lines is outside a 24 h window; after a recent line it is inside.
-    (logs / "usage.jsonl").write_text("\n".join([text[0], "old garbage", text[1], recent, "new garbage"]) + "\n")
+    (logs / "usage.jsonl").write_text(
+        "\n".join([text[0], "old garbage", text[1], recent, "new garbage"]) + "\n"
+    )
     lines = UsageLines(logs, since=NOW - timedelta(hours=24))
     assert len(list(lines)) == 1
     assert (lines.skipped, lines.unparseable) == (1, ["new garbage"])
