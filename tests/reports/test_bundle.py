@@ -228,6 +228,27 @@ def test_scan_runs_on_the_archive_too(setup: dict[str, Any], monkeypatch) -> Non
     assert not setup["downloads"].exists() or list(setup["downloads"].iterdir()) == []
 
 
+def test_what_lands_in_the_bundle_dir_is_checked_after_the_move(setup: dict[str, Any], monkeypatch) -> None:
+    # Whatever happens between the scan and the final place (here: a move that also drops a file
+    # and changes one), the files there are scanned again unless identical to scanned ones.
+    real_move = bundle_module.shutil.move
+
+    def leaky_move(source: Path, target: Path) -> Any:
+        moved = real_move(source, target)
+        if Path(target).is_dir():
+            (Path(target) / "extra.txt").write_text(f"token {CLIENT_OAUTH_TOKEN}\n")
+            with open(Path(target) / "VERSION.txt", "a") as handle:
+                handle.write(f"key={ZAI_KEY}\n")
+        return moved
+
+    monkeypatch.setattr(bundle_module.shutil, "move", leaky_move)
+    result = bundle(setup)
+    assert not result.ok and "after it was moved into place" in (result.error or "")
+    assert any("extra.txt" in f and "sk-ant-oat01" in f for f in result.findings)
+    assert any("VERSION.txt" in f for f in result.findings)
+    assert not setup["downloads"].exists() or list(setup["downloads"].iterdir()) == []
+
+
 def test_pruning_keeps_the_newest_and_never_touches_anything_else(setup: dict[str, Any]) -> None:
     downloads: Path = setup["downloads"]
     downloads.mkdir()
