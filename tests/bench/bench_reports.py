@@ -275,7 +275,7 @@ def render(results: dict[str, Any]) -> str:
         f"({results['json_loads_loop_s']:.2f} s here); each command runs through ccctl's click entry point "
         f"in-process, interleaved with the yardstick, median of {results['rounds']} rounds.",
         "",
-        "| command | median | × json.loads loop | target | met |",
+        "| command | median | ratio to the json.loads loop | target | met |",
         "|---|---|---|---|---|",
     ]
     for row in results["rows"]:
