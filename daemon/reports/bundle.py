@@ -302,10 +302,12 @@ def _scan_archive(archive: Path, scanned: Mapping[str, str], keys: Mapping[str, 
             inner = tar.extractfile(member)
             if inner is None:
                 continue
+            digest = hashlib.sha256()
             with inner:
-                digest = hashlib.file_digest(inner, "sha256").hexdigest()
+                while chunk := inner.read(1 << 20):
+                    digest.update(chunk)
             relative = member.name.split("/", 1)[1] if "/" in member.name else member.name
-            if scanned.get(relative) == digest:
+            if scanned.get(relative) == digest.hexdigest():
                 continue
             extracted = tar.extractfile(member)
             data = extracted.read() if extracted is not None else b""
