@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import operator
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from ccmitm.config.model import Config
 from ccmitm.core.redact import redact_text
 from ccmitm.core.routing import LOCAL_REASONS, OVERRIDE_REASONS, Reason
 from ccmitm.logs.usage import TOKEN_FIELDS
-from ccmitm.reports.records import Record, UsageLines, is_error, iso, key_of, parse_ts
+from ccmitm.reports.records import Record, UsageLines, iso, key_of, parse_ts
 
 #: The header modes a keyed lane may log; "passthrough" is the only one an unkeyed lane may log.
 KEYED_HEADER_MODES = frozenset({"x-api-key", "authorization"})
@@ -226,6 +227,10 @@ def missing_fields(record: Record) -> list[str]:
     return missing
 
 
+_pick_checked = operator.itemgetter("lane", "method", "path", "model", "header_mode", "status")
+_ABSENT = object()  # a field the line does not have at all
+
+
 class Audit:
     """The audit as a consumer of records: ``add`` each line, ``add_unparseable`` what did not
     parse, then ``report``. One pass; it keeps counts and at most ``keep`` proof lines per check."""
@@ -298,23 +303,37 @@ class Audit:
         report.records += 1
         e = self.e
         e.checked += 1
-        missing = missing_fields(record)
-        if missing:
+        try:
+            lane, method, path, model, header, status = _pick_checked(record)
+        except KeyError:
+            lane = method = path = model = header = status = _ABSENT
+        readable = (
+            (lane is None or (type(lane) is str and lane != ""))
+            and type(method) is str
+            and method != ""
+            and type(path) is str
+            and path != ""
+            and (model is None or type(model) is str)
+            and (header is None or type(header) is str)
+            and (status is None or type(status) is int)
+        )
+        if not readable:
             # A line no check can read is a finding of its own, never a silent pass.
+            missing = missing_fields(record)
             e.detail["missing " + ", ".join(missing)] += 1
             e.violate(record)
             return
         e.evidence_count += 1  # counted, not kept: every other check's proof shows such lines
-        lane = record["lane"]
-        model = record["model"]
-        header = record["header_mode"]
         reason = key_of(record.get("reason"))
         if lane is None:
             self._local(record, reason, header)
             return
-        outcome = report.by_lane.setdefault(lane, Counter({"calls": 0, "ok": 0, "failed": 0}))
+        outcome = report.by_lane.get(lane)
+        if outcome is None:
+            outcome = report.by_lane[lane] = Counter({"calls": 0, "ok": 0, "failed": 0})
         outcome["calls"] += 1
-        outcome["failed" if is_error(record) else "ok"] += 1
+        failed = record.get("error") is not None or status is None or status >= 400
+        outcome["failed" if failed else "ok"] += 1
         if not record.get("attempt_of"):
             report.decisions += 1
             if lane != self.default:

@@ -7,13 +7,14 @@ implementation and the tests feed hand-made lines.
 
 from __future__ import annotations
 
+import gzip
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ccmitm.logs.files import all_files, read_lines, rotated_at
+from ccmitm.logs.files import all_files, rotated_at
 from ccmitm.logs.usage import USAGE_FILE
 
 # orjson parses a 100 MB log several times faster; the stdlib is only the fallback for a machine
@@ -108,7 +109,7 @@ class UsageLines:
         pending: list[bytes] = []
         previous_in_window: bool | None = False if self.files_not_read else None
         for path in files:
-            for raw in read_lines(path):
+            for raw in _read_lines(path):
                 if since is not None and raw.startswith(_TS_PREFIX):
                     # Lines older than the window are dropped on their timestamp, unparsed.
                     end = raw.find(b'"', 7)
@@ -146,6 +147,26 @@ class UsageLines:
         if previous_in_window is None:  # no dated line at all: nothing says they are older
             for held in pending:
                 self._bad(held)
+
+
+_CHUNK = 1 << 20
+
+
+def _read_lines(path: Path) -> Iterator[bytes]:
+    """The lines of a usage file (plain or .gz), without their line break. Read in large chunks
+    and split in one call each: line by line, a gzip file costs several Python calls per line."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            tail = b""
+            while chunk := handle.read(_CHUNK):
+                lines = (tail + chunk).split(b"\n")
+                tail = lines.pop()
+                yield from lines
+            if tail:
+                yield tail
+    except FileNotFoundError:  # rotated away between listing and reading
+        return
 
 
 def _stamp(text: bytes) -> datetime | None:

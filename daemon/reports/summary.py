@@ -10,6 +10,7 @@ merge of its cells' sorted runs (which Python's sort merges in linear time).
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -20,13 +21,21 @@ from ccmitm.core.routing import LOCAL_REASONS
 from ccmitm.core.stats import p50_p95
 from ccmitm.logs.usage import UNMARKED
 from ccmitm.reports.prices import PriceTable, provenance
-from ccmitm.reports.records import Record, iso, key_of, parse_ts
+from ccmitm.reports.records import Record, iso, key_of
 
 #: Sessions listed by name in a summary (most calls first); the rest are folded into "others".
 DEFAULT_TOP_SESSIONS = 10
 _TOKEN_NAMES = ("input", "output", "cache_read", "cache_creation")
 _LOCAL = frozenset(str(reason) for reason in LOCAL_REASONS)
 _ZERO = timedelta(0)
+#: What a record adds to the summary, read in one call (a line from the daemon has every field).
+_FIELDS = (
+    "ts", "lane", "reason", "header_mode", "http_version", "upstream_http_version", "request_class",
+    "status", "error", "duration_ms", "ttfb_ms", "input_tokens", "output_tokens",
+    "cache_read_input_tokens", "cache_creation_input_tokens", "session", "model", "upstream_model",
+    "refusal",
+)  # fmt: skip
+_pick = operator.itemgetter(*_FIELDS)
 
 
 @dataclass
@@ -130,7 +139,7 @@ def _class_of(value: Any) -> str:
 
 def _day(ts: str, stamp: datetime) -> str:
     """The UTC day of a record, from its text when it is already in UTC (the daemon's form)."""
-    if stamp.utcoffset() == _ZERO:
+    if ts.endswith("+00:00") or stamp.utcoffset() == _ZERO:
         return ts[:10]
     return stamp.astimezone(UTC).date().isoformat()
 
@@ -198,9 +207,24 @@ class Summary:
         self._named_cells: list[tuple[tuple[str, ...], _Cell]] = []
 
     def add(self, record: Record) -> None:
-        get = record.get
-        ts = get("ts")
-        stamp = parse_ts(ts)
+        try:
+            values = _pick(record)
+        except KeyError:  # an older line, from before a field existed
+            get = record.get
+            values = tuple(get(name) for name in _FIELDS)
+        (
+            ts, lane, reason, header, http, upstream_http, request_class, status, error, duration,
+            ttfb, inp, out, read, write, session, model, upstream, refusal,
+        ) = values  # fmt: skip
+        stamp: datetime | None = None
+        if type(ts) is str:
+            try:
+                stamp = datetime.fromisoformat(ts)
+            except ValueError:
+                stamp = None
+            else:
+                if stamp.tzinfo is None:
+                    stamp = stamp.replace(tzinfo=UTC)
         since = self.since
         if since is not None and (stamp is None or stamp < since):
             return
@@ -209,20 +233,10 @@ class Summary:
                 self.first = stamp
             if self.last is None or stamp > self.last:
                 self.last = stamp
-        lane = get("lane")
-        reason = get("reason")
         if lane is None and reason in _LOCAL:
             self.local[reason] += 1  # answered by ccmitm itself: no lane's call
             return
-        request_class = get("request_class")
-        key: tuple[Any, ...] = (
-            lane,
-            reason,
-            get("header_mode"),
-            get("http_version"),
-            get("upstream_http_version"),
-            request_class,
-        )
+        key: tuple[Any, ...] = (lane, reason, header, http, upstream_http, request_class)
         try:
             cell = self.cells.get(key)
         except TypeError:  # a hand-edited line with a list for a value: key it by text
@@ -230,45 +244,40 @@ class Summary:
             cell = self.cells.get(key)
         if cell is None:
             cell = self.cells[key] = _Cell()
-        status = get("status")
-        failed = get("error") is not None or type(status) is not int or status >= 400
+        failed = error is not None or type(status) is not int or status >= 400
         cell.calls += 1
         cell.errors += failed
-        duration = get("duration_ms")
         if type(duration) is float:
             cell.durations.append(duration)
         elif type(duration) is int:
             cell.durations.append(float(duration))
-        ttfb = get("ttfb_ms")
         if type(ttfb) is float:
             cell.ttfbs.append(ttfb)
         elif type(ttfb) is int:
             cell.ttfbs.append(float(ttfb))
+        if type(inp) is not int:
+            inp = 0
+        if type(out) is not int:
+            out = 0
+        if type(read) is not int:
+            read = 0
+        if type(write) is not int:
+            write = 0
         tokens = cell.tokens
-        inp = get("input_tokens")
-        out = get("output_tokens")
-        read = get("cache_read_input_tokens")
-        write = get("cache_creation_input_tokens")
-        inp = inp if type(inp) is int else 0
-        out = out if type(out) is int else 0
-        read = read if type(read) is int else 0
-        write = write if type(write) is int else 0
         tokens[0] += inp
         tokens[1] += out
         tokens[2] += read
         tokens[3] += write
         if reason == "lane_hold":
             entry_hold = self.holds.setdefault(
-                key_of(get("hold")), {"calls": 0, "first_ts": None, "last_ts": None}
+                key_of(record.get("hold")), {"calls": 0, "first_ts": None, "last_ts": None}
             )
             entry_hold["calls"] += 1
             text_ts = ts if isinstance(ts, str) else None
             entry_hold["first_ts"] = entry_hold["first_ts"] or text_ts
             entry_hold["last_ts"] = text_ts or entry_hold["last_ts"]
-        refusal = get("refusal")
         if isinstance(refusal, str):
             self.refusals[refusal] += 1
-        session = get("session")
         if type(session) is not str or not session:
             session = None
         if session is not None:
@@ -283,8 +292,6 @@ class Summary:
             counts[1] += failed
         if lane != self.default_lane:
             day = _day(ts, stamp) if stamp is not None and isinstance(ts, str) else "unknown"
-            model = get("model")
-            upstream = get("upstream_model")
             okey: tuple[Any, ...] = (key[0], model, upstream, key[5], day)
             try:
                 sums = self.offload.get(okey)
