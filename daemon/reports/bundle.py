@@ -36,7 +36,7 @@ import yaml
 from ccmitm import __version__
 from ccmitm.config.keys import resolve_lane_keys
 from ccmitm.config.model import Config
-from ccmitm.core.redact import redact_text
+from ccmitm.core.redact import exact_values, redact_text, scan_text_with
 from ccmitm.logs.daemonlog import DAEMON_LOG
 from ccmitm.logs.files import all_files, read_lines
 from ccmitm.paths import atomic_file, ensure_private_dir, write_atomic
@@ -157,38 +157,52 @@ def _lane_key_values(config: Config, lane_keys: Mapping[str, str | None] | None)
     return {name: value for name, value in lane_keys.items() if value}
 
 
-#: The copied usage lines are scrubbed in blocks of about this many bytes (whole lines: the
-#: patterns never span a line break inside a JSON line), not one regex pass per line.
+#: The copied usage lines are scrubbed in blocks of about this many bytes (whole lines), not one
+#: regex pass per line.
 _REDACT_BLOCK = 1 << 20
 
 
 def _copy_usage(
     lines: UsageLines, target: Path, keys: Mapping[str, str], consumers: list[Callable[[Record], None]]
-) -> int:
+) -> tuple[int, bool]:
     """One pass over the usage lines in the window: each is copied to ``target`` (scrubbed) and
-    handed to every consumer (the summary, the audit, the page). Returns the lines copied."""
+    handed to every consumer (the summary, the audit, the page).
+
+    Returns (lines copied, whether the copy is proven clean). Each block written is scanned as it
+    is written, with the scanner's own patterns and decoding (latin-1: one character per byte), as
+    one text: a block holds whole lines, so that finds everything a line-by-line scan of the file
+    finds. An ASCII block the scan finds clean is written as it is (the redactor, with the same
+    patterns over the same text, would change nothing); any other block is redacted and its
+    result scanned. So the copy costs one regex pass, not a redaction and then a scan."""
+    extras = exact_values(keys)
     written = 0
+    proven = True
     block: list[bytes] = []
     size = 0
     with atomic_file(target, FILE_MODE) as out:
 
-        def flush() -> None:
-            text = b"".join(block).decode("utf-8", "replace")
-            out.write(redact_text(text, keys).encode("utf-8"))
+        def flush() -> bool:
+            data = b"".join(block)
             block.clear()
+            if data.isascii() and not scan_text_with(data.decode("ascii"), extras):
+                out.write(data)
+                return True
+            data = redact_text(data.decode("utf-8", "replace"), keys).encode("utf-8")
+            out.write(data)
+            return not scan_text_with(data.decode("latin-1"), extras)
 
         for raw, record in lines.with_text():
             line = raw.rstrip(b"\r\n") + b"\n"
             block.append(line)
             size += len(line)
             if size >= _REDACT_BLOCK:
-                flush()
+                proven &= flush()
                 size = 0
             for consume in consumers:
                 consume(record)
             written += 1
-        flush()
-    return written
+        proven &= flush()
+    return written, proven
 
 
 def _copy_daemon_log(state_dir: Path, target: Path, window_start: datetime, keys: Mapping[str, str]) -> None:
@@ -411,7 +425,7 @@ def _build(
         summary = Summary(default_lane=config.routing.default_lane, prices=PriceTable.from_config(config))
         auditor = Audit(config, keep=VERIFY_PROOF_KEEP)
         report_page = ReportPage()
-        result.usage_lines = _copy_usage(
+        result.usage_lines, usage_proven = _copy_usage(
             lines, stage / "usage.jsonl", keys, [summary.add, auditor.add, report_page.add]
         )
         result.skipped_lines = lines.skipped + lines.undated
@@ -446,7 +460,13 @@ def _build(
             ),
         )
 
-        findings = _scan([stage], keys, stage)
+        # The usage copy was scanned as it was written; everything else is scanned now (and the
+        # copy too, if a block of it did not come out clean: then the findings name its lines).
+        findings = _scan(
+            [path for path in iter_files(stage) if not (usage_proven and path == stage / "usage.jsonl")],
+            keys,
+            stage,
+        )
         if findings:
             raise BundleError("the scrubbed bundle still failed the secret scan", findings)
         # What passed the scan, by content. Everything written from here on must be made of
