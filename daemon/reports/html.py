@@ -19,7 +19,7 @@ from ccmitm.core.routing import LOCAL_REASONS
 from ccmitm.core.stats import percentile
 from ccmitm.reports.audit import OUTCOME_NOTHING
 from ccmitm.reports.records import Record, is_error, parse_ts
-from ccmitm.reports.text import usd
+from ccmitm.reports.text import top_and_others, usd
 
 #: Bucket widths tried in order; the first that keeps a chart at or under MAX_BUCKETS wins.
 BUCKETS = (
@@ -462,11 +462,7 @@ def _savings_block(offload: Mapping[str, Any] | None) -> str:
         "<thead><tr><th>{}</th><th>calls</th><th>Anthropic would have charged</th><th>offload lane</th>"
         "<th>saved</th></tr></thead>"
     )
-    sessions = savings.get("by_session") or {}
-    session_rows = [(row["session"], row) for row in sessions.get("top", [])]
-    others = sessions.get("others") or {}
-    if others.get("sessions"):
-        session_rows.append((f"({others['sessions']} others)", others))
+    session_rows = top_and_others(savings.get("by_session") or {})
     tables = "".join(
         f"<h3>{_e(title)}</h3><table>{head.format(_e(column))}<tbody>{_money_rows(rows)}</tbody></table>"
         for title, column, rows in (

@@ -106,10 +106,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
 
     sessions = summary.get("sessions") or {}
     if sessions.get("count"):
-        rows = [_session_row(row["session"], row) for row in sessions["top"]]
-        others = sessions["others"]
-        if others["sessions"]:
-            rows.append(_session_row(f"({others['sessions']} others)", others))
+        rows = [_session_row(label, row) for label, row in top_and_others(sessions)]
         out += [
             "",
             f"by Claude Code session ({sessions['count']} sessions, most calls first)",
@@ -161,6 +158,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
 
 def usd(value: float) -> str:
     """Dollars: cents from $1 up, six decimals below (a day of Haiku calls can cost $0.004)."""
+    if value == 0:
+        return "$0.00"
     return f"{'-' if value < 0 else ''}${abs(value):.{2 if abs(value) >= 1 else 6}f}"
 
 
@@ -206,16 +205,22 @@ def _savings_tables(savings: Mapping[str, Any]) -> list[str]:
             out += ["", title, render_table([column, *_MONEY_HEADERS], rows)]
     sessions = savings.get("by_session") or {}
     if sessions.get("count"):
-        rows = [_money_row(row["session"], row) for row in sessions["top"]]
-        others = sessions["others"]
-        if others["sessions"]:
-            rows.append(_money_row(f"({others['sessions']} others)", others))
+        rows = [_money_row(label, row) for label, row in top_and_others(sessions)]
         out += [
             "",
             f"savings by Claude Code session ({sessions['count']} sessions, most saved first)",
             render_table(["session", *_MONEY_HEADERS], rows),
         ]
     return out
+
+
+def top_and_others(table: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """A ``{"top": [...], "others": {...}}`` session table as (label, row) pairs, the rest last."""
+    rows: list[tuple[str, Mapping[str, Any]]] = [(row["session"], row) for row in table.get("top", [])]
+    others = table.get("others") or {}
+    if others.get("sessions"):
+        rows.append((f"({others['sessions']} others)", others))
+    return rows
 
 
 def _session_row(label: str, row: Mapping[str, Any]) -> list[Any]:
