@@ -82,6 +82,8 @@ def summarize(ctx: click.Context, since: str | None, as_json: bool, logs_dir: Pa
     )
     result["window"]["skipped_lines"] = lines.skipped  # known only once the files were read
     result["window"]["files"] = [str(path) for path in lines.files]
+    # Rotated files --since did not need to open (all older than the window, by their names).
+    result["window"]["files_not_read"] = [str(path) for path in lines.files_not_read]
     if as_json:
         echo_json(result)
     else:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -415,3 +417,27 @@ def test_summarize_and_verify_on_logs_from_real_traffic(daemon: Daemon) -> None:
 
     human = daemon.ccctl("summarize", check=True).stdout
     assert "zai" in human and "anthropic" in human
+
+
+def test_since_leaves_rotated_files_older_than_the_window_unopened(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    # A rotated file's name is when ccmitm rotated it: nothing in it can be newer. To prove the
+    # file is not even opened, it holds a line that claims to be recent (which a real one cannot).
+    old_stamp = (NOW - timedelta(days=3)).strftime("%Y%m%dT%H%M%SZ")
+    write_log(logs, [line(id="impossible")], f"usage.jsonl.{old_stamp}.gz")
+    recent_stamp = (NOW - timedelta(hours=2)).strftime("%Y%m%dT%H%M%SZ")
+    write_log(logs, [line(id="rotated-recently")], f"usage.jsonl.{recent_stamp}.gz")
+    # A name without a stamp (an external logrotate's) is judged by its mtime.
+    foreign = write_log(logs, [line(id="logrotate-old")], "usage.jsonl.1")
+    os.utime(foreign, (time.time() - 3 * 86400,) * 2)
+    write_log(logs, [line(id="live")])
+
+    lines = UsageLines(logs, since=NOW - timedelta(hours=24))
+    assert [r["id"] for r in lines] == ["rotated-recently", "live"]
+    assert sorted(p.name for p in lines.files_not_read) == sorted(
+        [f"usage.jsonl.{old_stamp}.gz", "usage.jsonl.1"]
+    )
+    data = json.loads(ccctl(write_config(tmp_path), "summarize", "--since", "24h", "--json").output)
+    assert data["totals"]["calls"] == 2 and len(data["window"]["files_not_read"]) == 2
+    # Without a window every file is read.
+    assert len(list(UsageLines(logs))) == 4
