@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import operator
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ccmitm.core.routing import LOCAL_REASONS
-from ccmitm.core.stats import p50_p95
+from ccmitm.core.stats import percentile
 from ccmitm.logs.usage import UNMARKED
-from ccmitm.reports.prices import PriceTable, provenance
+from ccmitm.reports.prices import Price, PriceTable, cost, provenance
 from ccmitm.reports.records import Record, iso, key_of
 
 #: Sessions listed by name in a summary (most calls first); the rest are folded into "others".
@@ -90,35 +90,54 @@ class _Cell:
 
 @dataclass
 class _Group:
-    """A table row: the merge of its cells."""
+    """A table row: the merge of its cells, or of smaller groups (whose latencies are already
+    merged, so a lane's row merges a few long runs instead of every cell again)."""
 
     calls: int = 0
     errors: int = 0
-    durations: list[list[float]] = field(default_factory=list)  # sorted runs, one per cell
-    ttfbs: list[list[float]] = field(default_factory=list)
+    duration_runs: list[list[float]] = field(default_factory=list)  # sorted runs
+    ttfb_runs: list[list[float]] = field(default_factory=list)
     tokens: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
 
-    def add(self, cell: _Cell) -> None:
-        self.calls += cell.calls
-        self.errors += cell.errors
-        self.durations.append(cell.durations)
-        self.ttfbs.append(cell.ttfbs)
-        for index, count in enumerate(cell.tokens):
+    def add(self, part: _Cell | _Group) -> None:
+        self.calls += part.calls
+        self.errors += part.errors
+        if isinstance(part, _Group):
+            self.duration_runs.append(part.durations())
+            self.ttfb_runs.append(part.ttfbs())
+        else:
+            self.duration_runs.append(part.durations)
+            self.ttfb_runs.append(part.ttfbs)
+        for index, count in enumerate(part.tokens):
             self.tokens[index] += count
+
+    def durations(self) -> list[float]:
+        self.duration_runs = [_merged(self.duration_runs)]
+        return self.duration_runs[0]
+
+    def ttfbs(self) -> list[float]:
+        self.ttfb_runs = [_merged(self.ttfb_runs)]
+        return self.ttfb_runs[0]
 
     def latency(self) -> dict[str, Any]:
         return {
             "calls": self.calls,
             "errors": self.errors,
             "error_rate": round(self.errors / self.calls, 4) if self.calls else 0.0,
-            "duration_ms": p50_p95(_merged(self.durations)),
-            "ttfb_ms": p50_p95(_merged(self.ttfbs)),
+            "duration_ms": _p50_p95(self.durations()),
+            "ttfb_ms": _p50_p95(self.ttfbs()),
         }
 
     def full(self) -> dict[str, Any]:
         data = self.latency()
         data["tokens"] = dict(zip(_TOKEN_NAMES, self.tokens, strict=True))
         return data
+
+
+def _p50_p95(ordered: list[float]) -> dict[str, float | None]:
+    # The house percentile, straight on the merged (already sorted) array: stats.p50_p95 would
+    # sort a copy first, for nothing.
+    return {"p50": percentile(ordered, 50), "p95": percentile(ordered, 95)}
 
 
 def _merged(runs: list[list[float]]) -> list[float]:
@@ -128,6 +147,15 @@ def _merged(runs: list[list[float]]) -> list[float]:
     for run in runs:
         out += run
     out.sort()  # already-sorted runs: the sort merges them
+    return out
+
+
+def _union(parts: Iterable[Mapping[str, _Group]]) -> dict[str, _Group]:
+    """Groups of the same name across several tables, merged (e.g. a header mode over all lanes)."""
+    out: dict[str, _Group] = {}
+    for table in parts:
+        for name, group in table.items():
+            out.setdefault(name, _Group()).add(group)
     return out
 
 
@@ -194,9 +222,9 @@ class Summary:
         self.prices = prices if prices is not None else PriceTable(pricing)
         self.cells: dict[tuple[Any, ...], _Cell] = {}
         self.sessions: dict[str, dict[tuple[Any, ...], list[int]]] = {}
-        # Offloaded calls by (lane, model, upstream model, request class, day): counts and tokens.
+        # Offloaded calls by (lane, model, upstream model, request class, day, session): counts
+        # and tokens, priced at the end (a log has few distinct ones).
         self.offload: dict[tuple[Any, ...], list[int]] = {}
-        self.offload_sessions: dict[str, dict[tuple[Any, ...], list[int]]] = {}
         self.local: Counter[str] = Counter()
         self.first: datetime | None = None
         self.last: datetime | None = None
@@ -292,7 +320,7 @@ class Summary:
             counts[1] += failed
         if lane != self.default_lane:
             day = _day(ts, stamp) if stamp is not None and isinstance(ts, str) else "unknown"
-            okey: tuple[Any, ...] = (key[0], model, upstream, key[5], day)
+            okey: tuple[Any, ...] = (key[0], model, upstream, key[5], day, session)
             try:
                 sums = self.offload.get(okey)
             except TypeError:
@@ -306,30 +334,12 @@ class Summary:
             sums[3] += out
             sums[4] += read
             sums[5] += write
-            if session is not None:
-                mine = self.offload_sessions.setdefault(session, {})
-                skey = okey[:3]
-                sums = mine.get(skey)
-                if sums is None:
-                    sums = mine[skey] = [0, 0, 0, 0, 0]
-                sums[0] += 1
-                sums[1] += inp
-                sums[2] += out
-                sums[3] += read
-                sums[4] += write
 
     # --- the tables, from the cells ----------------------------------------------------------------
-    def _groups(self, key: Callable[[tuple[str, ...]], str]) -> dict[str, _Group]:
-        groups: dict[str, _Group] = {}
-        for cell_key, cell in self._named_cells:
-            groups.setdefault(key(cell_key), _Group()).add(cell)
-        return groups
-
     def result(self, skipped_lines: int = 0) -> dict[str, Any]:
         # Each cell's latencies sorted once; every table below merges those runs.
         named: dict[tuple[str, ...], _Cell] = {}
         for raw_key, cell in self.cells.items():
-            assert isinstance(raw_key, tuple)
             lane, reason, header, http, upstream_http, request_class = raw_key
             name = (
                 key_of(lane),
@@ -353,11 +363,6 @@ class Summary:
             cell.ttfbs.sort()
         self._named_cells = sorted(named.items())
 
-        total = _Group()
-        for _, cell in self._named_cells:
-            total.add(cell)
-        lanes = self._groups(lambda k: k[0])
-
         def table(groups: dict[str, _Group], full: bool = False) -> dict[str, Any]:
             return {key: (g.full() if full else g.latency()) for key, g in sorted(groups.items())}
 
@@ -367,6 +372,17 @@ class Summary:
                 out.setdefault(cell_key[0], {}).setdefault(cell_key[index], _Group()).add(cell)
             return out
 
+        # Every table from the smallest pieces up: lane x value from cells, a lane from its
+        # request classes, the totals from the lanes, a value over all lanes from its lane rows.
+        lane_header, lane_http, lane_upstream_http, lane_class = (per_lane(i) for i in (2, 3, 4, 5))
+        lanes: dict[str, _Group] = {}
+        for lane, classes in lane_class.items():
+            group = lanes[lane] = _Group()
+            for part in classes.values():
+                group.add(part)
+        total = _Group()
+        for group in lanes.values():
+            total.add(group)
         lane_reasons: dict[str, Counter[str]] = {}
         for cell_key, cell in self._named_cells:
             lane_reasons.setdefault(cell_key[0], Counter())[cell_key[1]] += cell.calls
@@ -402,10 +418,10 @@ class Summary:
             "default_lane": self.default_lane,
             "totals": total.full(),
             "lanes": lanes_out,
-            "by_header_mode": table(self._groups(lambda k: k[2])),
-            "by_http_version": table(self._groups(lambda k: k[3])),
-            "by_upstream_http_version": table(self._groups(lambda k: k[4])),
-            "by_request_class": table(self._groups(lambda k: k[5])),
+            "by_header_mode": table(_union(lane_header.values())),
+            "by_http_version": table(_union(lane_http.values())),
+            "by_upstream_http_version": table(_union(lane_upstream_http.values())),
+            "by_request_class": table(_union(lane_class.values())),
             "sessions": session_table(sessions, self.top_sessions),
             "holds": dict(sorted(self.holds.items())),
             "refusals": dict(sorted(self.refusals.items())),
@@ -423,16 +439,21 @@ class Summary:
         by_model: dict[str, dict[str, Any]] = {}
         unpriced: Counter[str] = Counter()
         total, by_day, by_class = _Money(), dict[str, _Money](), dict[str, _Money]()
-        for (lane, model, upstream, request_class, day), sums in self.offload.items():
-            n, failed, inp, out, read, write = sums
+        by_session: dict[str, _Money] = {}
+        # Each (lane, requested model, upstream model) is priced once: a cost is linear in tokens.
+        rates: dict[tuple[Any, ...], tuple[str, Price, Price] | None] = {}
+        for key, (n, failed, inp, out, read, write) in self.offload.items():
+            lane, model, upstream, request_class, day, session = key
             calls += n
             errors += failed
-            for index, count in enumerate((inp, out, read, write)):
-                tokens[index] += count
+            tokens[0] += inp
+            tokens[1] += out
+            tokens[2] += read
+            tokens[3] += write
             name = key_of(model)
-            entry = by_model.setdefault(
-                name,
-                {
+            entry = by_model.get(name)
+            if entry is None:
+                entry = by_model[name] = {
                     "calls": 0,
                     "input_tokens": 0,
                     "output_tokens": 0,
@@ -441,40 +462,52 @@ class Summary:
                     "estimated_cost_usd": None,
                     "offload_cost_usd": None,
                     "saved_usd": None,
-                },
-            )
+                }
             entry["calls"] += n
             entry["input_tokens"] += inp
             entry["output_tokens"] += out
             entry["cache_tokens"] += read + write
-            priced = prices.anthropic(model)
-            if priced is None:
+            lmu = key[:3]
+            if lmu in rates:
+                rate = rates[lmu]
+            else:
+                priced = prices.anthropic(model)
+                rate = rates[lmu] = (
+                    None
+                    if priced is None
+                    else (priced.source, priced.price, prices.lane(lane, upstream).price)
+                )
+            if rate is None:
                 unpriced[name] += n
                 continue
-            anthropic, lane_cost = prices.saving(model, lane, upstream, inp, out, read, write) or (0.0, 0.0)
-            entry["price_glob"] = priced.source
+            source, anthropic_price, lane_price = rate
+            anthropic = cost(anthropic_price, inp, out, read, write)
+            lane_cost = cost(lane_price, inp, out, read, write)
+            entry["price_glob"] = source
             entry["estimated_cost_usd"] = (entry["estimated_cost_usd"] or 0.0) + anthropic
             entry["offload_cost_usd"] = (entry["offload_cost_usd"] or 0.0) + lane_cost
-            money = _Money()
-            money.calls, money.anthropic, money.lane = n, anthropic, lane_cost
-            total.merge(money)
-            by_day.setdefault(day, _Money()).merge(money)
-            by_class.setdefault(_class_of(request_class), _Money()).merge(money)
+            for table, name_in_table in (
+                (by_day, day),
+                (by_class, _class_of(request_class)),
+                (by_session, session),
+            ):
+                if name_in_table is None:
+                    continue
+                money = table.get(name_in_table)
+                if money is None:
+                    money = table[name_in_table] = _Money()
+                money.calls += n
+                money.anthropic += anthropic
+                money.lane += lane_cost
+            total.calls += n
+            total.anthropic += anthropic
+            total.lane += lane_cost
         for entry in by_model.values():
             if entry["estimated_cost_usd"] is not None:
                 entry["saved_usd"] = round(entry["estimated_cost_usd"] - entry["offload_cost_usd"], 6)
                 entry["estimated_cost_usd"] = round(entry["estimated_cost_usd"], 6)
                 entry["offload_cost_usd"] = round(entry["offload_cost_usd"], 6)
 
-        by_session: dict[str, _Money] = {}
-        for session, per_model in self.offload_sessions.items():
-            money = by_session[session] = _Money()
-            for (lane, model, upstream), (n, inp, out, read, write) in per_model.items():
-                saving = prices.saving(model, lane, upstream, inp, out, read, write)
-                if saving is not None:
-                    money.calls += n
-                    money.anthropic += saving[0]
-                    money.lane += saving[1]
         ranked = sorted(by_session.items(), key=lambda item: (-(item[1].anthropic - item[1].lane), item[0]))
         others = _Money()
         for _, money in ranked[self.top_sessions :]:
