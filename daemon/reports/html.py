@@ -16,7 +16,7 @@ from typing import Any
 
 from ccmitm.core.refusals import hold_line
 from ccmitm.core.routing import LOCAL_REASONS
-from ccmitm.core.stats import percentile
+from ccmitm.core.stats import percentile, percentile_of_sorted
 from ccmitm.reports.audit import OUTCOME_NOTHING
 from ccmitm.reports.records import Record, is_error, parse_ts
 from ccmitm.reports.text import top_and_others, usd
@@ -194,7 +194,7 @@ def _lane_rows(lanes: list[str], totals: Mapping[str, _LaneTotals]) -> str:
     for lane in lanes:
         mine = totals[lane]
         mine.durations.sort()
-        p50, p95 = percentile(mine.durations, 50), percentile(mine.durations, 95)
+        p50, p95 = percentile_of_sorted(mine.durations, 50), percentile_of_sorted(mine.durations, 95)
         cells = [
             lane,
             mine.calls,

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ccmitm.core.routing import LOCAL_REASONS
-from ccmitm.core.stats import percentile
+from ccmitm.core.stats import percentile_of_sorted
 from ccmitm.logs.usage import UNMARKED
 from ccmitm.reports.prices import Price, PriceTable, cost, provenance
 from ccmitm.reports.records import Record, iso, key_of
@@ -137,7 +137,7 @@ class _Group:
 def _p50_p95(ordered: list[float]) -> dict[str, float | None]:
     # The house percentile, straight on the merged (already sorted) array: stats.p50_p95 would
     # sort a copy first, for nothing.
-    return {"p50": percentile(ordered, 50), "p95": percentile(ordered, 95)}
+    return {"p50": percentile_of_sorted(ordered, 50), "p95": percentile_of_sorted(ordered, 95)}
 
 
 def _merged(runs: list[list[float]]) -> list[float]:
@@ -221,7 +221,7 @@ class Summary:
         self.top_sessions = top_sessions
         self.prices = prices if prices is not None else PriceTable(pricing)
         self.cells: dict[tuple[Any, ...], _Cell] = {}
-        self.sessions: dict[str, dict[tuple[Any, ...], list[int]]] = {}
+        self.sessions: dict[tuple[Any, ...], list[int]] = {}  # (session, lane, class) -> calls, errors
         # Offloaded calls by (lane, model, upstream model, request class, day, session): counts
         # and tokens, priced at the end (a log has few distinct ones).
         self.offload: dict[tuple[Any, ...], list[int]] = {}
@@ -309,13 +309,10 @@ class Summary:
         if type(session) is not str or not session:
             session = None
         if session is not None:
-            per_session = self.sessions.get(session)
-            if per_session is None:
-                per_session = self.sessions[session] = {}
-            skey: tuple[Any, ...] = (key[0], key[5])
-            counts = per_session.get(skey)
+            skey: tuple[Any, ...] = (session, key[0], key[5])
+            counts = self.sessions.get(skey)
             if counts is None:
-                counts = per_session[skey] = [0, 0]
+                counts = self.sessions[skey] = [0, 0]
             counts[0] += 1
             counts[1] += failed
         if lane != self.default_lane:
@@ -398,13 +395,14 @@ class Summary:
             lanes_out[lane] = data
 
         sessions: dict[str, _Session] = {}
-        for session_id, per_session in self.sessions.items():
-            session = sessions[session_id] = _Session()
-            for (lane, request_class), (calls, errors) in per_session.items():
-                session.calls += calls
-                session.errors += errors
-                session.lanes[key_of(lane)] += calls
-                session.request_classes[_class_of(request_class)] += calls
+        for (session_id, lane, request_class), (calls, errors) in self.sessions.items():
+            session = sessions.get(session_id)
+            if session is None:
+                session = sessions[session_id] = _Session()
+            session.calls += calls
+            session.errors += errors
+            session.lanes[key_of(lane)] += calls
+            session.request_classes[_class_of(request_class)] += calls
 
         offload_lanes = sorted(lane for lane in lanes if lane != self.default_lane)
         return {
