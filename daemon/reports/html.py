@@ -18,6 +18,7 @@ from ccmitm.core.refusals import hold_line
 from ccmitm.core.routing import LOCAL_REASONS
 from ccmitm.core.stats import percentile, percentile_of_sorted
 from ccmitm.reports.audit import OUTCOME_NOTHING
+from ccmitm.reports.prices import provenance
 from ccmitm.reports.records import Record, is_error, parse_ts
 from ccmitm.reports.text import top_and_others, usd
 
@@ -472,14 +473,18 @@ def _savings_block(offload: Mapping[str, Any] | None) -> str:
         )
         if rows
     )
-    prices = savings.get("prices") or {}
+    overrides = (savings.get("prices") or {}).get("config_overrides") or []
+    # Named, never linked: the page holds no URL.
+    source = provenance(scheme=False) + (
+        f"; config pricing first: {', '.join(overrides)}" if overrides else ""
+    )
     return (
         '<section id="savings"><h2>What the offload saved</h2>'
         f'<p><strong data-saved="{_e(savings["saved_usd"])}">{_e(usd(savings["saved_usd"]))}</strong> saved '
         f"over {_e(savings['calls'])} priced calls: Anthropic would have charged "
         f"{_e(usd(savings['anthropic_cost_usd']))} for the requested models, the offload lanes cost "
         f"{_e(usd(savings['offload_cost_usd']))}.</p>"
-        f'<p class="meta">{_e(prices.get("provenance", ""))}</p>{tables}</section>'
+        f'<p class="meta">{_e(source)}</p>{tables}</section>'
     )
 
 

@@ -189,13 +189,14 @@ class PriceTable:
         }
 
 
-def provenance() -> str:
-    """The default table's source and date, in words, for every output that shows a saving."""
+def provenance(scheme: bool = True) -> str:
+    """The default table's source and date, in words, for every output that shows a saving.
+    ``scheme=False`` names the page without ``https://`` (REPORT.html carries no URL at all)."""
     listed = "; ".join(
         f"{family} ${p.input:g}/${p.output:g} in/out, cache ${p.cache_read:g} read, ${p.cache_write:g} write"
         for family, p in ANTHROPIC_LIST_PRICES.items()
     )
     return (
         f"Anthropic list prices per million tokens ({listed}) as published by Anthropic at "
-        f"{PRICES_SOURCE}, checked {PRICES_CHECKED}"
+        f"{PRICES_SOURCE if scheme else PRICES_SOURCE.removeprefix('https://')}, checked {PRICES_CHECKED}"
     )

@@ -154,4 +154,6 @@ def test_summarize_text_json_and_report_show_savings_with_their_date_and_source(
     )
     assert 'id="savings"' in page and 'data-saved="10.35"' in page and "$10.35" in page
     assert f"checked {PRICES_CHECKED}" in page and "By day (UTC)" in page and "2025-06-02" in page
+    # Named without a scheme: REPORT.html holds no URL.
+    assert "www.anthropic.com/pricing" in page and "https://" not in page and "http://" not in page
     assert format_summary(summary).count("$10.35") >= 1
