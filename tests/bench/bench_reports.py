@@ -295,8 +295,12 @@ def render(results: dict[str, Any]) -> str:
         "tables group on, and the tables are merged from the cells at the end; `--since` leaves rotated "
         "files unopened when their name (the moment ccmitm rotated them) is older than the window, and "
         "drops older lines of the files it does read on their timestamp, unparsed. The bundle's time "
-        "beyond the pass is the scrubbing of the copy, the secret scans (directory and archive, before "
-        "and after the move) and the gzip of the archive.",
+        "beyond the pass is the secret scan of the usage copy (done block by block as it is written, "
+        "once: the archive and the final place are proven byte-identical by sha256, or scanned again) "
+        "and the gzip of the archive. The scan is what a catch-up bundle over the whole log pays for: "
+        "the redactor's patterns cost tens of ms per MB (the case-insensitive Bearer and x-api-key ones "
+        "and the Z.AI key one most), far more than parsing; only a faster redactor (core/redact.py) "
+        "brings that case near the target.",
         SECTION_END,
     ]
     return "\n".join(lines) + "\n"
