@@ -54,6 +54,7 @@ bundle: install ## write a review bundle (dir + .tgz) into bundle.dir now
 
 bench: install ## benchmark ccmitmd vs bare mitmproxy vs direct; rewrites docs/PERFORMANCE.md + docs/performance.json (not a test)
 	$(BIN)/python tests/bench/bench_proxy.py
+	$(BIN)/python tests/bench/bench_reports.py
 
 docs: install ## regenerate docs/CONFIG.md, etc/config.yaml, etc/shell/* and logrotate/ccmitm from their sources (tests check they are current)
 	$(BIN)/python -m ccmitm.config.doc > docs/CONFIG.md

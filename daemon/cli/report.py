@@ -22,6 +22,7 @@ from ccmitm.control.protocol import ControlError
 from ccmitm.reports import audit as audit_report
 from ccmitm.reports import summary as summary_report
 from ccmitm.reports.bundle import make_bundle
+from ccmitm.reports.prices import PriceTable
 from ccmitm.reports.records import UsageLines, parse_duration
 from ccmitm.reports.text import format_summary, format_verify
 
@@ -53,7 +54,7 @@ _logs_option = click.option(
 EXIT_NO_LOGS = 2
 
 
-def _usage_lines(config: Config, logs_dir: Path | None) -> UsageLines:
+def _usage_lines(config: Config, logs_dir: Path | None, since: datetime | None) -> UsageLines:
     """The usage lines to read; exit 2 with one line when their dir or file does not exist.
 
     Reading a path that is not there would report on zero lines as if the log were empty, and an
@@ -63,7 +64,7 @@ def _usage_lines(config: Config, logs_dir: Path | None) -> UsageLines:
         source = "--logs-dir" if logs_dir is not None else "logs.dir"
         hint = "check the path" if logs_dir is not None else "has ccmitmd run with this config yet?"
         fail(f"{source} {where} does not exist, nothing to read ({hint})", code=EXIT_NO_LOGS)
-    return UsageLines(where)
+    return UsageLines(where, since=since)
 
 
 @click.command("summarize")
@@ -75,12 +76,14 @@ def summarize(ctx: click.Context, since: str | None, as_json: bool, logs_dir: Pa
     """Per-lane calls, errors, latency and tokens, A/B breakdowns, and what the offload saved."""
     config = load_config(ctx)
     start = _since(since)
-    lines = _usage_lines(config, logs_dir)
+    lines = _usage_lines(config, logs_dir, start)
     result = summary_report.summarize(
-        lines, since=start, pricing=config.pricing, default_lane=config.routing.default_lane
+        lines, since=start, default_lane=config.routing.default_lane, prices=PriceTable.from_config(config)
     )
     result["window"]["skipped_lines"] = lines.skipped  # known only once the files were read
     result["window"]["files"] = [str(path) for path in lines.files]
+    # Rotated files --since did not need to open (all older than the window, by their names).
+    result["window"]["files_not_read"] = [str(path) for path in lines.files_not_read]
     if as_json:
         echo_json(result)
     else:
@@ -99,10 +102,9 @@ def verify(ctx: click.Context, proof: bool, since: str | None, as_json: bool, lo
     Exit 0 when every check holds, 1 on any violation, 2 when the logs dir or file does not exist,
     3 when there is nothing to audit (no usage lines in the window: never a pass)."""
     config = load_config(ctx)
-    lines = _usage_lines(config, logs_dir)
-    audit = audit_report.verify(lines, config, since=_since(since))
-    if lines.skipped:
-        audit.notes.append(f"{lines.skipped} unparseable line(s) skipped")
+    start = _since(since)
+    # Unparseable lines are not skipped here: the audit reports each one (check e).
+    audit = audit_report.verify(_usage_lines(config, logs_dir, start), config, since=start)
     if as_json:
         echo_json(audit.to_dict(proof=proof))
     else:

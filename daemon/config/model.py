@@ -228,6 +228,13 @@ class LaneConfig(_Strict):
         "(`GET <origin>/api/monitor/usage/quota/limit`), made in the background only while the lane "
         "carried traffic in the last hour (and once soon after start); `null` = no meter.",
     )
+    pricing: dict[str, PriceConfig] = Field(
+        default_factory=dict,
+        description="What this lane charges per upstream-model glob (USD per million tokens), subtracted "
+        "from the Anthropic price of offloaded calls in the savings estimate; empty = 0 per call "
+        "(a subscription plan such as Z.AI's GLM Coding Plan).",
+        examples=[{"glm-4.5-air": {"input_per_mtok": 0.2, "output_per_mtok": 1.1}}],
+    )
 
     @field_validator("url")
     @classmethod
@@ -371,6 +378,14 @@ class PriceConfig(_Strict):
 
     input_per_mtok: float = Field(ge=0, description="Price of one million input tokens.")
     output_per_mtok: float = Field(ge=0, description="Price of one million output tokens.")
+    cache_read_per_mtok: float | None = Field(
+        None, ge=0, description="Price of one million cache-read tokens; `null` = 0.1 x the input price."
+    )
+    cache_write_per_mtok: float | None = Field(
+        None,
+        ge=0,
+        description="Price of one million cache-write tokens (5-minute cache); `null` = 1.25 x the input price.",
+    )
 
 
 class ControlConfig(_Strict):
@@ -488,7 +503,9 @@ class Config(_Strict):
     )
     pricing: dict[str, PriceConfig] = Field(
         default_factory=dict,
-        description="Optional prices per model glob, for the savings estimate of `ccctl summarize`.",
+        description="Anthropic prices per requested-model glob (USD per million tokens) for the savings "
+        "estimate of `ccctl summarize` and REPORT.html; first match in file order, before the built-in "
+        "dated table of Anthropic's list prices for Haiku, Sonnet and Opus (matched by family).",
         examples=[{"*haiku*": {"input_per_mtok": 1.0, "output_per_mtok": 5.0}}],
     )
     control: ControlConfig = Field(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,9 @@ from pathlib import Path
 from ccmitm.paths import atomic_file, ensure_private_dir
 
 FILE_MODE = 0o600
+#: A rotated file is named ``<name>.<UTC time of the rotation>[-N][.gz]``: no line in it is newer.
+ROTATED_STAMP = "%Y%m%dT%H%M%SZ"
+_ROTATED_NAME = re.compile(r"\.(\d{8}T\d{6}Z)(?:-\d+)?(?:\.gz)?$")
 
 
 class RotatingAppendFile:
@@ -120,7 +124,7 @@ class RotatingAppendFile:
         return compressed
 
     def _rotated_name(self) -> Path:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        stamp = datetime.now(UTC).strftime(ROTATED_STAMP)
         candidate = self.path.with_name(f"{self.path.name}.{stamp}")
         counter = 1
         while candidate.exists() or candidate.with_name(candidate.name + ".gz").exists():
@@ -169,6 +173,15 @@ def rotated_files(live: Path) -> list[Path]:
             continue
         found[stem] = entry
     return [found[stem] for stem in sorted(found)]
+
+
+def rotated_at(path: Path) -> datetime | None:
+    """When ccmitm rotated this file, from its name (UTC, to the second); None for other names
+    (an external logrotate's ``.1``, ``-20250101``). Every line in the file was written before it."""
+    match = _ROTATED_NAME.search(path.name)
+    if match is None:
+        return None
+    return datetime.strptime(match.group(1), ROTATED_STAMP).replace(tzinfo=UTC)
 
 
 def all_files(live: Path) -> list[Path]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -22,7 +23,7 @@ import shutil
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
@@ -37,12 +38,11 @@ from ccmitm.config.clienttoken import FILE_NAME as CLIENT_TOKEN_FILE
 from ccmitm.config.clienttoken import read_token
 from ccmitm.config.keys import resolve_lane_keys
 from ccmitm.config.model import Config
-from ccmitm.core.redact import redact_text
+from ccmitm.core.redact import exact_values, redact_text, scan_text_with
 from ccmitm.logs.daemonlog import DAEMON_LOG
 from ccmitm.logs.files import all_files, read_lines
-from ccmitm.logs.usage import USAGE_FILE
 from ccmitm.paths import atomic_file, ensure_private_dir, write_atomic
-from ccmitm.reports.audit import verify
+from ccmitm.reports.audit import Audit
 from ccmitm.reports.bundle_state import (
     ENDURANCE_FILES,
     STATE_FILE,
@@ -53,10 +53,11 @@ from ccmitm.reports.bundle_state import (
     record_run,
     remove_entry,
 )
-from ccmitm.reports.html import render_report
-from ccmitm.reports.records import UsageLines, parse_ts
-from ccmitm.reports.secretscan import Finding, scan_tree
-from ccmitm.reports.summary import summarize
+from ccmitm.reports.html import ReportPage
+from ccmitm.reports.prices import PriceTable
+from ccmitm.reports.records import Record, UsageLines
+from ccmitm.reports.secretscan import Finding, iter_files, scan_bytes, scan_tree
+from ccmitm.reports.summary import Summary
 from ccmitm.reports.text import format_verify
 
 STAGING_DIR = "bundle-staging"
@@ -165,31 +166,52 @@ def _lane_key_values(
     return {name: value for name, value in lane_keys.items() if value}
 
 
+#: The copied usage lines are scrubbed in blocks of about this many bytes (whole lines), not one
+#: regex pass per line.
+_REDACT_BLOCK = 1 << 20
+
+
 def _copy_usage(
-    logs_dir: Path, target: Path, window_start: datetime, keys: Mapping[str, str]
-) -> tuple[int, int]:
-    """Usage lines at or after ``window_start`` -> ``target`` (scrubbed). Returns (lines, skipped)."""
-    written = skipped = 0
-    with _text_file(target) as out:
-        for path in all_files(logs_dir / USAGE_FILE):
-            for raw in read_lines(path):
-                text = raw.decode("utf-8", "replace").rstrip("\r\n")
-                if not text.strip():
-                    continue
-                try:
-                    record = json.loads(text)
-                except ValueError:
-                    skipped += 1
-                    continue
-                stamp = parse_ts(record.get("ts")) if isinstance(record, dict) else None
-                if stamp is None:
-                    skipped += 1
-                    continue
-                if stamp < window_start:
-                    continue
-                out.write(redact_text(text, keys) + "\n")
-                written += 1
-    return written, skipped
+    lines: UsageLines, target: Path, keys: Mapping[str, str], consumers: list[Callable[[Record], None]]
+) -> tuple[int, bool]:
+    """One pass over the usage lines in the window: each is copied to ``target`` (scrubbed) and
+    handed to every consumer (the summary, the audit, the page).
+
+    Returns (lines copied, whether the copy is proven clean). Each block written is scanned as it
+    is written, with the scanner's own patterns and decoding (latin-1: one character per byte), as
+    one text: a block holds whole lines, so that finds everything a line-by-line scan of the file
+    finds. An ASCII block the scan finds clean is written as it is (the redactor, with the same
+    patterns over the same text, would change nothing); any other block is redacted and its
+    result scanned. So the copy costs one regex pass, not a redaction and then a scan."""
+    extras = exact_values(keys)
+    written = 0
+    proven = True
+    block: list[bytes] = []
+    size = 0
+    with atomic_file(target, FILE_MODE) as out:
+
+        def flush() -> bool:
+            data = b"".join(block)
+            block.clear()
+            if data.isascii() and not scan_text_with(data.decode("ascii"), extras):
+                out.write(data)
+                return True
+            data = redact_text(data.decode("utf-8", "replace"), keys).encode("utf-8")
+            out.write(data)
+            return not scan_text_with(data.decode("latin-1"), extras)
+
+        for raw, record in lines.with_text():
+            line = raw.rstrip(b"\r\n") + b"\n"
+            block.append(line)
+            size += len(line)
+            if size >= _REDACT_BLOCK:
+                proven &= flush()
+                size = 0
+            for consume in consumers:
+                consume(record)
+            written += 1
+        proven &= flush()
+    return written, proven
 
 
 def _copy_daemon_log(state_dir: Path, target: Path, window_start: datetime, keys: Mapping[str, str]) -> None:
@@ -267,6 +289,52 @@ def _scan(paths: list[Path], keys: Mapping[str, str], base: Path) -> list[Findin
                     "!" + finding.file.split("!", 1)[1] if "!" in finding.file else ""
                 )
             findings.append(Finding(name, finding.pattern, finding.line, finding.count))
+    return findings
+
+
+def _digest(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _digests(root: Path) -> dict[str, str]:
+    """Every regular file under ``root`` (as scan_tree sees them): relative path -> sha256."""
+    return {str(path.relative_to(root)): _digest(path) for path in iter_files(root)}
+
+
+def _scan_unless_scanned(root: Path, scanned: Mapping[str, str], keys: Mapping[str, str]) -> list[Finding]:
+    """Scan the files under ``root`` that are not byte for byte a file that passed the scan."""
+    findings: list[Finding] = []
+    for path in iter_files(root):
+        relative = str(path.relative_to(root))
+        if scanned.get(relative) != _digest(path):
+            findings += _scan([path], keys, root)
+    return findings
+
+
+def _scan_archive(archive: Path, scanned: Mapping[str, str], keys: Mapping[str, str]) -> list[Finding]:
+    """The archive's members that are not exactly a scanned file are scanned; the rest are clean.
+
+    (The scanner reads a tarball's members, not its headers, so this is the same check as
+    scanning the whole archive, without the regexes over content that already passed them.)"""
+    findings: list[Finding] = []
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            inner = tar.extractfile(member)
+            if inner is None:
+                continue
+            digest = hashlib.sha256()
+            with inner:
+                while chunk := inner.read(1 << 20):
+                    digest.update(chunk)
+            relative = member.name.split("/", 1)[1] if "/" in member.name else member.name
+            if scanned.get(relative) == digest.hexdigest():
+                continue
+            extracted = tar.extractfile(member)
+            data = extracted.read() if extracted is not None else b""
+            findings += scan_bytes(data, f"{archive.name}!{member.name}", keys)
     return findings
 
 
@@ -361,23 +429,30 @@ def _build(
         stage = run_dir / name
         stage.mkdir(mode=0o700)
 
-        result.usage_lines, result.skipped_lines = _copy_usage(
-            logs, stage / "usage.jsonl", window_start, keys
+        # The log is read once: every line in the window is copied and fed to the three reports.
+        lines = UsageLines(logs, since=window_start, keep_unparseable=VERIFY_PROOF_KEEP)
+        summary = Summary(default_lane=config.routing.default_lane, prices=PriceTable.from_config(config))
+        auditor = Audit(config, keep=VERIFY_PROOF_KEEP)
+        report_page = ReportPage()
+        result.usage_lines, usage_proven = _copy_usage(
+            lines, stage / "usage.jsonl", keys, [summary.add, auditor.add, report_page.add]
         )
-        metrics = summarize(
-            UsageLines(stage),
-            pricing=config.pricing,
-            default_lane=config.routing.default_lane,
-            skipped_lines=result.skipped_lines,
-        )
+        result.skipped_lines = lines.skipped + lines.undated
+        metrics = summary.result(skipped_lines=result.skipped_lines)
         metrics["window"]["since"] = result.window_start
         _write(stage / "METRICS.json", redact_text(json.dumps(metrics, indent=2) + "\n", keys))
-        audit = verify(UsageLines(stage), config, keep=VERIFY_PROOF_KEEP)
+        auditor.add_unparseable(lines.skipped, lines.unparseable)
+        audit = auditor.finish()
         result.verify_ok, result.verify_outcome = audit.ok, audit.outcome
         verify_text = format_verify(audit, proof=True) + f"exit code: {audit.exit_code}\n"
         _write(stage / "VERIFY.txt", redact_text(verify_text, keys))
-        page = render_report(
-            UsageLines(stage), audit.to_dict(), window_start, now, config.routing.default_lane, title=name
+        page = report_page.render(
+            audit.to_dict(),
+            window_start,
+            now,
+            config.routing.default_lane,
+            title=name,
+            savings=metrics["offload"],
         )
         _write(stage / "REPORT.html", redact_text(page, keys))
         _write(stage / "config.redacted.yaml", _config_yaml(config, keys))
@@ -394,14 +469,25 @@ def _build(
             ),
         )
 
-        findings = _scan([stage], keys, stage)
+        # The usage copy was scanned as it was written; everything else is scanned now (and the
+        # copy too, if a block of it did not come out clean: then the findings name its lines).
+        findings = _scan(
+            [path for path in iter_files(stage) if not (usage_proven and path == stage / "usage.jsonl")],
+            keys,
+            stage,
+        )
         if findings:
             raise BundleError("the scrubbed bundle still failed the secret scan", findings)
+        # What passed the scan, by content. Everything written from here on must be made of
+        # exactly those bytes, or be scanned itself: the scan (the slow part, regexes over every
+        # byte) then runs once over the usage copy instead of four times.
+        scanned = _digests(stage)
         archive_stage = run_dir / f"{name}.tgz"
         _tar(stage, archive_stage)
-        findings = _scan([archive_stage], keys, run_dir)
+        findings = _scan_archive(archive_stage, scanned, keys)
         if findings:
             raise BundleError("the bundle's archive failed the secret scan", findings)
+        archive_digest = _digest(archive_stage)
 
         final_dir, final_archive = out_dir / name, out_dir / f"{name}.tgz"
         for source, target in ((stage, final_dir), (archive_stage, final_archive)):
@@ -409,9 +495,12 @@ def _build(
                 raise BundleError(f"{target} appeared while the bundle was being made")
             shutil.move(source, target)
             created.append(target)
-        # Scan what actually sits in the bundle directory: no secret may be left there, whatever
-        # the code before meant to write.
-        findings = _scan([final_dir], keys, final_dir) + _scan([final_archive], keys, out_dir)
+        # Check what actually sits in the bundle directory: no secret may be left there, whatever
+        # the code before meant to write. A file identical to one that passed the scan is clean;
+        # any other file (changed, added) is scanned here.
+        findings = _scan_unless_scanned(final_dir, scanned, keys)
+        if _digest(final_archive) != archive_digest:
+            findings += _scan([final_archive], keys, out_dir)
         if findings:
             raise BundleError("the bundle failed the secret scan after it was moved into place", findings)
 

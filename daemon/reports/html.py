@@ -15,9 +15,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ccmitm.core.refusals import hold_line
-from ccmitm.core.stats import percentile
+from ccmitm.core.routing import LOCAL_REASONS
+from ccmitm.core.stats import percentile, percentile_of_sorted
 from ccmitm.reports.audit import OUTCOME_NOTHING
+from ccmitm.reports.prices import provenance
 from ccmitm.reports.records import Record, is_error, parse_ts
+from ccmitm.reports.text import top_and_others, usd
 
 #: Bucket widths tried in order; the first that keeps a chart at or under MAX_BUCKETS wins.
 BUCKETS = (
@@ -69,11 +72,6 @@ def bucket_starts(start: datetime, end: datetime, width: timedelta) -> list[date
         starts.append(first)
         first += width
     return starts or [_floor(start, width)]
-
-
-def _dated(records: Iterable[Record]) -> list[tuple[datetime, Record]]:
-    dated = [(stamp.astimezone(UTC), record) for record in records if (stamp := parse_ts(record.get("ts")))]
-    return sorted(dated, key=lambda item: item[0])
 
 
 def lane_order(lanes: Iterable[str], default_lane: str | None) -> list[str]:
@@ -192,21 +190,20 @@ def svg_chart(
 
 
 # --- page ----------------------------------------------------------------------------------------
-def _lane_rows(lanes: list[str], dated: list[tuple[datetime, Record]]) -> str:
+def _lane_rows(lanes: list[str], totals: Mapping[str, _LaneTotals]) -> str:
     rows = []
     for lane in lanes:
-        mine = [record for _, record in dated if record.get("lane") == lane]
-        durations = [d for record in mine if (d := _duration(record)) is not None]
-        errors = sum(1 for record in mine if is_error(record))
-        p50, p95 = percentile(durations, 50), percentile(durations, 95)
+        mine = totals[lane]
+        mine.durations.sort()
+        p50, p95 = percentile_of_sorted(mine.durations, 50), percentile_of_sorted(mine.durations, 95)
         cells = [
             lane,
-            len(mine),
-            errors,
+            mine.calls,
+            mine.errors,
             "-" if p50 is None else f"{p50:.0f}",
             "-" if p95 is None else f"{p95:.0f}",
-            sum(_tokens(r, "input_tokens") for r in mine),
-            sum(_tokens(r, "output_tokens") for r in mine),
+            mine.input_tokens,
+            mine.output_tokens,
         ]
         rows.append("<tr>" + "".join(f"<td>{_e(cell)}</td>" for cell in cells) + "</tr>")
     return "".join(rows) or '<tr><td colspan="7">no calls in this window</td></tr>'
@@ -278,21 +275,217 @@ RENDERED = """
 """
 
 
-def _holds_block(dated: list[tuple[datetime, Record]], default_lane: str | None) -> str:
+def _holds_block(holds: Mapping[str, list[Any]], default_lane: str | None) -> str:
     """The calls lane holds sent to the default lane, in plain words; empty without."""
-    holds: dict[str, list[datetime]] = {}
-    for stamp, record in dated:
-        if record.get("reason") == "lane_hold":
-            holds.setdefault(str(record.get("hold") or "unknown"), []).append(stamp)
     if not holds:
         return ""
     lane = default_lane or "the default lane"
     lines = [
-        hold_line(cls, len(stamps), stamps[0].isoformat(), stamps[-1].isoformat(), lane)
-        for cls, stamps in sorted(holds.items())
+        hold_line(cls, calls, first.isoformat(), last.isoformat(), lane)
+        for cls, (calls, first, last) in sorted(holds.items())
     ]
     items = "".join(f"<li>{_e(line)}</li>" for line in lines)
     return f'<h2>Offload held</h2><ul id="holds">{items}</ul>'
+
+
+def _local_block(local: Mapping[str, int]) -> str:
+    """Requests ccmitm answered itself (no lane contacted), by reason; empty without."""
+    if not local:
+        return ""
+    counts = ", ".join(f"{n} {reason}" for reason, n in sorted(local.items()))
+    return f'<p id="local">Answered by ccmitm (no lane contacted): {_e(counts)}</p>'
+
+
+class _LaneTotals:
+    __slots__ = ("calls", "durations", "errors", "input_tokens", "output_tokens")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.errors = 0
+        self.durations: list[float] = []
+        self.input_tokens = 0
+        self.output_tokens = 0
+
+
+#: Records are counted in buckets of this width as they pass, and the chart's buckets (each a
+#: multiple of it, all aligned on the epoch) are sums of those: the page needs one pass.
+_FINE = BUCKETS[0]
+_FINE_S = int(_FINE.total_seconds())
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class ReportPage:
+    """REPORT.html as a consumer of records: ``add`` each one, then ``render``."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, _LaneTotals] = {}
+        # (lane, fine bucket number) -> [calls, durations]
+        self.fine: dict[tuple[str, int], list[Any]] = {}
+        self.first: datetime | None = None
+        self.last: datetime | None = None
+        self.calls = 0
+        self.holds: dict[str, list[Any]] = {}  # class -> [calls, first, last]
+        self.local: dict[str, int] = {}
+
+    def add(self, record: Record) -> None:
+        stamp = parse_ts(record.get("ts"))
+        if stamp is None:
+            return  # an undated line has no place on the time axis
+        stamp = stamp.astimezone(UTC)
+        if self.first is None or stamp < self.first:
+            self.first = stamp
+        if self.last is None or stamp > self.last:
+            self.last = stamp
+        lane_value, reason = record.get("lane"), record.get("reason")
+        if lane_value is None and reason in LOCAL_REASONS:
+            self.local[reason] = self.local.get(reason, 0) + 1
+            return
+        self.calls += 1
+        lane = str(lane_value or "unknown")
+        totals = self.totals.get(lane)
+        if totals is None:
+            totals = self.totals[lane] = _LaneTotals()
+        totals.calls += 1
+        totals.errors += is_error(record)
+        totals.input_tokens += _tokens(record, "input_tokens")
+        totals.output_tokens += _tokens(record, "output_tokens")
+        bucket = self.fine.get(key := (lane, int(stamp.timestamp()) // _FINE_S))
+        if bucket is None:
+            bucket = self.fine[key] = [0, []]
+        bucket[0] += 1
+        if (duration := _duration(record)) is not None:
+            totals.durations.append(duration)
+            bucket[1].append(duration)
+        if reason == "lane_hold":
+            cls = str(record.get("hold") or "unknown")
+            hold = self.holds.get(cls)
+            if hold is None:
+                self.holds[cls] = [1, stamp, stamp]
+            else:
+                hold[0] += 1
+                hold[1], hold[2] = min(hold[1], stamp), max(hold[2], stamp)
+
+    def render(
+        self,
+        audit: Mapping[str, Any],
+        window_start: datetime,
+        window_end: datetime,
+        default_lane: str | None = None,
+        title: str = "ccmitm review",
+        savings: Mapping[str, Any] | None = None,
+    ) -> str:
+        """The whole page. ``audit`` is ``VerifyReport.to_dict()``; the window bounds the time axis;
+        ``savings`` is the summary's ``offload`` (what the offload saved, from the same pass)."""
+        start = window_start.astimezone(UTC)
+        end = max(window_end.astimezone(UTC), self.last or start)
+        if self.first is not None and self.first < start:
+            start = self.first
+        width = choose_bucket(start, end)
+        starts = bucket_starts(start, end, width)
+        index_of = {stamp: i for i, stamp in enumerate(starts)}
+        lanes = lane_order(self.totals, default_lane)
+        colors = {lane: PALETTE[i % len(PALETTE)] for i, lane in enumerate(lanes)}
+
+        calls: dict[str, list[float | None]] = {lane: [0.0] * len(starts) for lane in lanes}
+        durations: dict[str, list[list[float]]] = {lane: [[] for _ in starts] for lane in lanes}
+        for (lane, fine), (count, values) in self.fine.items():
+            slot = index_of.get(_floor(_EPOCH + _FINE * fine, width))
+            if slot is None:
+                continue
+            calls[lane][slot] = (calls[lane][slot] or 0) + count
+            durations[lane][slot] += values
+
+        call_series = [Series(lane, colors[lane], calls[lane]) for lane in lanes]
+        latency_series = [
+            Series(
+                lane,
+                colors[lane],
+                [percentile(b, q) for b in durations[lane]],
+                dashed=q == 95,
+                label=f"{lane} p{q}",
+            )
+            for lane in lanes
+            for q in (50, 95)
+        ]
+        verdict = (
+            "nothing" if audit.get("outcome") == OUTCOME_NOTHING else "pass" if audit.get("ok") else "fail"
+        )
+        body = [
+            f"<h1>{_e(title)}</h1>",
+            f'<p class="meta">{_e(start.isoformat(timespec="seconds"))} ..'
+            f" {_e(end.isoformat(timespec='seconds'))} (UTC), {self.calls} calls</p>",
+            _verify_block(audit),
+            _local_block(self.local),
+            _holds_block(self.holds, default_lane),
+            _savings_block(savings),
+            "<h2>Per lane</h2><table><thead><tr><th>lane</th><th>calls</th><th>errors</th><th>p50 ms</th>"
+            "<th>p95 ms</th><th>tokens in</th><th>tokens out</th></tr></thead><tbody>"
+            f"{_lane_rows(lanes, self.totals)}</tbody></table>",
+            svg_chart("calls", "Calls per lane", "calls", starts, width, call_series, bars=True),
+            svg_chart(
+                "latency",
+                "Latency per lane (p50 solid, p95 dashed)",
+                "ms",
+                starts,
+                width,
+                latency_series,
+                bars=False,
+            ),
+            '<pre id="errors"></pre>',
+        ]
+        return (
+            f'<!DOCTYPE html>\n<html lang="en" data-verdict="{verdict}"><head><meta charset="utf-8">'
+            f"<title>{_e(title)}</title><style>{CSS}</style><script>{ERROR_TRAP}</script></head>"
+            f"<body>{''.join(body)}<script>{RENDERED}</script></body></html>\n"
+        )
+
+
+def _money_rows(rows: Iterable[tuple[str, Mapping[str, Any]]]) -> str:
+    return "".join(
+        f"<tr><td>{_e(label)}</td><td>{_e(row['calls'])}</td><td>{_e(usd(row['anthropic_cost_usd']))}</td>"
+        f"<td>{_e(usd(row['offload_cost_usd']))}</td><td>{_e(usd(row['saved_usd']))}</td></tr>"
+        for label, row in rows
+    )
+
+
+def _savings_block(offload: Mapping[str, Any] | None) -> str:
+    """What the offload saved: totals, then per day, request class and session; empty without."""
+    savings = (offload or {}).get("savings")
+    if not offload or not savings or offload.get("estimated_cost_avoided_usd") is None:
+        if offload and offload.get("calls"):
+            return (
+                '<section id="savings"><h2>What the offload saved</h2><p>n/a: no Anthropic price for the '
+                "requested models (not Haiku, Sonnet or Opus, and no <code>pricing</code> glob matches)."
+                "</p></section>"
+            )
+        return ""
+    head = (
+        "<thead><tr><th>{}</th><th>calls</th><th>Anthropic would have charged</th><th>offload lane</th>"
+        "<th>saved</th></tr></thead>"
+    )
+    session_rows = top_and_others(savings.get("by_session") or {})
+    tables = "".join(
+        f"<h3>{_e(title)}</h3><table>{head.format(_e(column))}<tbody>{_money_rows(rows)}</tbody></table>"
+        for title, column, rows in (
+            ("By day (UTC)", "day", list((savings.get("by_day") or {}).items())),
+            ("By request class", "request class", list((savings.get("by_request_class") or {}).items())),
+            ("By session (most saved first)", "session", session_rows),
+        )
+        if rows
+    )
+    overrides = (savings.get("prices") or {}).get("config_overrides") or []
+    # Named, never linked: the page holds no URL.
+    source = provenance(scheme=False) + (
+        f"; config pricing first: {', '.join(overrides)}" if overrides else ""
+    )
+    return (
+        '<section id="savings"><h2>What the offload saved</h2>'
+        f'<p><strong data-saved="{_e(savings["saved_usd"])}">{_e(usd(savings["saved_usd"]))}</strong> saved '
+        f"over {_e(savings['calls'])} priced calls: Anthropic would have charged "
+        f"{_e(usd(savings['anthropic_cost_usd']))} for the requested models, the offload lanes cost "
+        f"{_e(usd(savings['offload_cost_usd']))}.</p>"
+        f'<p class="meta">{_e(source)}</p>{tables}</section>'
+    )
 
 
 def render_report(
@@ -302,66 +495,10 @@ def render_report(
     window_end: datetime,
     default_lane: str | None = None,
     title: str = "ccmitm review",
+    savings: Mapping[str, Any] | None = None,
 ) -> str:
-    """The whole page. ``audit`` is ``VerifyReport.to_dict()``; the window bounds the time axis."""
-    dated = _dated(records)
-    start = window_start.astimezone(UTC)
-    end = max(window_end.astimezone(UTC), dated[-1][0] if dated else start)
-    if dated and dated[0][0] < start:
-        start = dated[0][0]
-    width = choose_bucket(start, end)
-    starts = bucket_starts(start, end, width)
-    index_of = {stamp: i for i, stamp in enumerate(starts)}
-    lanes = lane_order((str(r.get("lane") or "unknown") for _, r in dated), default_lane)
-    colors = {lane: PALETTE[i % len(PALETTE)] for i, lane in enumerate(lanes)}
-
-    calls: dict[str, list[float | None]] = {lane: [0.0] * len(starts) for lane in lanes}
-    durations: dict[str, list[list[float]]] = {lane: [[] for _ in starts] for lane in lanes}
-    for stamp, record in dated:
-        lane = str(record.get("lane") or "unknown")
-        slot = index_of.get(_floor(stamp, width))
-        if slot is None:
-            continue
-        calls[lane][slot] = (calls[lane][slot] or 0) + 1
-        if (duration := _duration(record)) is not None:
-            durations[lane][slot].append(duration)
-
-    call_series = [Series(lane, colors[lane], calls[lane]) for lane in lanes]
-    latency_series = [
-        Series(
-            lane,
-            colors[lane],
-            [percentile(b, q) for b in durations[lane]],
-            dashed=q == 95,
-            label=f"{lane} p{q}",
-        )
-        for lane in lanes
-        for q in (50, 95)
-    ]
-    verdict = "nothing" if audit.get("outcome") == OUTCOME_NOTHING else "pass" if audit.get("ok") else "fail"
-    body = [
-        f"<h1>{_e(title)}</h1>",
-        f'<p class="meta">{_e(start.isoformat(timespec="seconds"))} ..'
-        f" {_e(end.isoformat(timespec='seconds'))} (UTC), {len(dated)} calls</p>",
-        _verify_block(audit),
-        _holds_block(dated, default_lane),
-        "<h2>Per lane</h2><table><thead><tr><th>lane</th><th>calls</th><th>errors</th><th>p50 ms</th>"
-        f"<th>p95 ms</th><th>tokens in</th><th>tokens out</th></tr></thead><tbody>{_lane_rows(lanes, dated)}"
-        "</tbody></table>",
-        svg_chart("calls", "Calls per lane", "calls", starts, width, call_series, bars=True),
-        svg_chart(
-            "latency",
-            "Latency per lane (p50 solid, p95 dashed)",
-            "ms",
-            starts,
-            width,
-            latency_series,
-            bars=False,
-        ),
-        '<pre id="errors"></pre>',
-    ]
-    return (
-        f'<!DOCTYPE html>\n<html lang="en" data-verdict="{verdict}"><head><meta charset="utf-8">'
-        f"<title>{_e(title)}</title><style>{CSS}</style><script>{ERROR_TRAP}</script></head>"
-        f"<body>{''.join(body)}<script>{RENDERED}</script></body></html>\n"
-    )
+    """The whole page from records (one pass). ``audit`` is ``VerifyReport.to_dict()``."""
+    page = ReportPage()
+    for record in records:
+        page.add(record)
+    return page.render(audit, window_start, window_end, default_lane, title, savings)

@@ -34,7 +34,7 @@ def render_table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def _is_numberish(text: str) -> bool:
-    return text == "-" or bool(re.fullmatch(r"[\d.,$%]+", text))
+    return text == "-" or bool(re.fullmatch(r"[\d.,$%-]+", text))
 
 
 def _latency_row(label: list[str], group: Mapping[str, Any]) -> list[Any]:
@@ -62,6 +62,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     out.append(f"usage {span}{since}: {totals['calls']} calls, {totals['errors']} errors")
     if window.get("skipped_lines"):
         out.append(f"{window['skipped_lines']} unparseable line(s) skipped")
+    local = (summary.get("answered_locally") or {}).get("by_reason") or {}
+    if local:
+        out.append("answered by ccmitm: " + ", ".join(f"{n} {reason}" for reason, n in local.items()))
     if not summary["lanes"]:
         out.append("no usage lines")
         return "\n".join(out) + "\n"
@@ -103,10 +106,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
 
     sessions = summary.get("sessions") or {}
     if sessions.get("count"):
-        rows = [_session_row(row["session"], row) for row in sessions["top"]]
-        others = sessions["others"]
-        if others["sessions"]:
-            rows.append(_session_row(f"({others['sessions']} others)", others))
+        rows = [_session_row(label, row) for label, row in top_and_others(sessions)]
         out += [
             "",
             f"by Claude Code session ({sessions['count']} sessions, most calls first)",
@@ -137,18 +137,90 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             else ""
         ),
     ]
+    savings = offload.get("savings") or {}
     if offload["estimated_cost_avoided_usd"] is not None:
         cost = offload["estimated_cost_avoided_usd"]
-        out.append(
-            f"estimated Anthropic cost avoided: ${cost:.{2 if cost >= 1 else 6}f} "
-            f"({offload['priced_calls']} priced calls)"
-        )
+        out.append(f"estimated Anthropic cost avoided: {usd(cost)} ({offload['priced_calls']} priced calls)")
+        if savings:
+            out += _savings_lines(savings)
     elif offload["calls"]:
-        out.append("estimated Anthropic cost avoided: n/a (no `pricing` glob matches; see docs)")
+        out.append(
+            "estimated Anthropic cost avoided: n/a (no Anthropic price for the requested models: "
+            "not Haiku, Sonnet or Opus, and no `pricing` glob matches; see docs)"
+        )
     if offload["unpriced_models"]:
         unpriced = ", ".join(f"{m} ({n})" for m, n in offload["unpriced_models"].items())
         out.append(f"unpriced models: {unpriced}")
+    if savings and offload["estimated_cost_avoided_usd"] is not None:
+        out += _savings_tables(savings)
     return "\n".join(out) + "\n"
+
+
+def usd(value: float) -> str:
+    """Dollars: cents from $1 up, six decimals below (a day of Haiku calls can cost $0.004)."""
+    if value == 0:
+        return "$0.00"
+    return f"{'-' if value < 0 else ''}${abs(value):.{2 if abs(value) >= 1 else 6}f}"
+
+
+def _savings_lines(savings: Mapping[str, Any]) -> list[str]:
+    prices = savings.get("prices") or {}
+    lanes = prices.get("lanes") or {}
+    lane_prices = ", ".join(
+        f"{lane}: {'prices for ' + ', '.join(how) if isinstance(how, list) else how}"
+        for lane, how in lanes.items()
+    )
+    overrides = prices.get("config_overrides") or []
+    return [
+        f"offload lane cost: {usd(savings['offload_cost_usd'])}"
+        + (f" ({lane_prices})" if lane_prices else ""),
+        f"saved: {usd(savings['saved_usd'])} over {savings['calls']} priced calls "
+        "(Anthropic's price for the requested model minus the lane's)",
+        f"prices: {prices.get('provenance', '')}"
+        + (f"; config `pricing` first: {', '.join(overrides)}" if overrides else ""),
+    ]
+
+
+def _money_row(label: str, row: Mapping[str, Any]) -> list[Any]:
+    return [
+        label,
+        row["calls"],
+        usd(row["anthropic_cost_usd"]),
+        usd(row["offload_cost_usd"]),
+        usd(row["saved_usd"]),
+    ]
+
+
+_MONEY_HEADERS = ["calls", "anthropic", "lane", "saved"]
+
+
+def _savings_tables(savings: Mapping[str, Any]) -> list[str]:
+    out: list[str] = []
+    for title, key, column in (
+        ("savings by day (UTC)", "by_day", "day"),
+        ("savings by request class", "by_request_class", "request_class"),
+    ):
+        rows = [_money_row(name, row) for name, row in (savings.get(key) or {}).items()]
+        if rows:
+            out += ["", title, render_table([column, *_MONEY_HEADERS], rows)]
+    sessions = savings.get("by_session") or {}
+    if sessions.get("count"):
+        rows = [_money_row(label, row) for label, row in top_and_others(sessions)]
+        out += [
+            "",
+            f"savings by Claude Code session ({sessions['count']} sessions, most saved first)",
+            render_table(["session", *_MONEY_HEADERS], rows),
+        ]
+    return out
+
+
+def top_and_others(table: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """A ``{"top": [...], "others": {...}}`` session table as (label, row) pairs, the rest last."""
+    rows: list[tuple[str, Mapping[str, Any]]] = [(row["session"], row) for row in table.get("top", [])]
+    others = table.get("others") or {}
+    if others.get("sessions"):
+        rows.append((f"({others['sessions']} others)", others))
+    return rows
 
 
 def _session_row(label: str, row: Mapping[str, Any]) -> list[Any]:

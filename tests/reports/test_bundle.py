@@ -133,7 +133,12 @@ def test_bundle_contents_readme_and_window(setup: dict[str, Any]) -> None:
     assert metrics["totals"]["calls"] == 2 and metrics["lanes"]["zai"]["calls"] == 1
     verify_text = (out / "VERIFY.txt").read_text()
     assert "1 of 2 decisions went to the offload lanes" in verify_text
-    assert verify_text.rstrip().endswith("exit code: 0") and result.verify_ok is True
+    # The torn last line is in the window (the line before it is): the audit reports it, so the
+    # bundle's audit fails on it instead of passing over a line it could not read.
+    assert "[FAIL] (e) classifiable" in verify_text and "unparseable line 1" in verify_text
+    assert "\n  torn {\n" in verify_text
+    assert verify_text.rstrip().endswith("exit code: 1") and result.verify_ok is False
+    assert "[PASS] (a) haiku-offloaded" in verify_text and "[PASS] (c) passthrough-only" in verify_text
     config_copy = yaml.safe_load((out / "config.redacted.yaml").read_text())
     assert config_copy == setup["config"].redacted()
     versions = (out / "VERSION.txt").read_text()
@@ -220,6 +225,27 @@ def test_scan_runs_on_the_archive_too(setup: dict[str, Any], monkeypatch) -> Non
     result = bundle(setup)
     assert not result.ok
     assert any(".tgz!" in f and "stowaway.txt" in f and "sk-ant-oat01" in f for f in result.findings)
+    assert not setup["downloads"].exists() or list(setup["downloads"].iterdir()) == []
+
+
+def test_what_lands_in_the_bundle_dir_is_checked_after_the_move(setup: dict[str, Any], monkeypatch) -> None:
+    # Whatever happens between the scan and the final place (here: a move that also drops a file
+    # and changes one), the files there are scanned again unless identical to scanned ones.
+    real_move = bundle_module.shutil.move
+
+    def leaky_move(source: Path, target: Path) -> Any:
+        moved = real_move(source, target)
+        if Path(target).is_dir():
+            (Path(target) / "extra.txt").write_text(f"token {CLIENT_OAUTH_TOKEN}\n")
+            with open(Path(target) / "VERSION.txt", "a") as handle:
+                handle.write(f"key={ZAI_KEY}\n")
+        return moved
+
+    monkeypatch.setattr(bundle_module.shutil, "move", leaky_move)
+    result = bundle(setup)
+    assert not result.ok and "after it was moved into place" in (result.error or "")
+    assert any("extra.txt" in f and "sk-ant-oat01" in f for f in result.findings)
+    assert any("VERSION.txt" in f for f in result.findings)
     assert not setup["downloads"].exists() or list(setup["downloads"].iterdir()) == []
 
 

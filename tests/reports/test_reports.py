@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -94,7 +96,7 @@ def ccctl(config_path: Path, *args: str) -> Any:
 def test_a_clean_log_passes(config: Config) -> None:
     report = verify(clean_log(), config)
     assert report.ok and report.exit_code == 0
-    assert [c.ok for c in report.checks] == [True, True, True, True]
+    assert [c.ok for c in report.checks] == [True] * 6
     # 10 lines, 9 decisions (the failover retry belongs to its first attempt), 3 of them to zai.
     assert (report.records, report.decisions, report.offloaded) == (10, 9, 3)
     assert report.headline.startswith(
@@ -106,7 +108,7 @@ def test_a_clean_log_passes(config: Config) -> None:
     haiku_check = report.checks[0]
     assert haiku_check.checked == 7
     text = format_verify(report)
-    assert text.count("[PASS]") == 4 and "[FAIL]" not in text
+    assert text.count("[PASS]") == 6 and "[FAIL]" not in text
     assert text.rstrip().splitlines()[-1].startswith("PASS")
 
 
@@ -191,7 +193,7 @@ def test_verify_on_zero_lines_is_nothing_to_audit_never_pass(tmp_path: Path, con
     assert not report.ok and report.outcome == "nothing to audit" and report.exit_code == 3
     assert report.verdict.startswith("NOTHING TO AUDIT")
     text = format_verify(report, proof=True)
-    assert "PASS" not in text and text.count("[NONE]") == 4
+    assert "PASS" not in text and text.count("[NONE]") == 6
 
     (tmp_path / "logs").mkdir()  # the dir exists, the log has no line yet
     config_path = write_config(tmp_path)
@@ -308,10 +310,16 @@ def test_summarize_numbers_on_a_known_set(config: Config) -> None:
     assert "authorization" in text and "HTTP/2.0" in text
 
 
-def test_summarize_without_pricing_has_no_cost() -> None:
+def test_summarize_without_pricing_uses_the_dated_list_prices() -> None:
+    # No `pricing` in the config: Haiku is priced from the built-in table ($1 in, $5 out per MTok).
     result = summarize([line()], default_lane="anthropic")
-    assert result["offload"]["estimated_cost_avoided_usd"] is None
+    assert result["offload"]["estimated_cost_avoided_usd"] == pytest.approx((11 * 1.0 + 7 * 5.0) / 1e6)
     assert result["offload"]["tokens_moved"] == 18
+    text = format_summary(result)
+    assert "n/a" not in text and "https://www.anthropic.com/pricing, checked" in text
+    # A model outside the Haiku, Sonnet and Opus families has no Anthropic price: still n/a.
+    result = summarize([line(model="glm-5-direct", rule="glm-*")], default_lane="anthropic")
+    assert result["offload"]["estimated_cost_avoided_usd"] is None
     assert "n/a" in format_summary(result)
 
 
@@ -401,7 +409,7 @@ def test_summarize_and_verify_on_logs_from_real_traffic(daemon: Daemon) -> None:
     result = daemon.ccctl("verify", "--proof")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 of 2 decisions went to the offload lanes (zai)" in result.stdout
-    assert result.stdout.count("[PASS]") == 4
+    assert result.stdout.count("[PASS]") == 6
     for entry in lines:
         assert entry["id"] in result.stdout  # the proof cites both real lines
     for secret in ALL_SECRETS:
@@ -409,3 +417,27 @@ def test_summarize_and_verify_on_logs_from_real_traffic(daemon: Daemon) -> None:
 
     human = daemon.ccctl("summarize", check=True).stdout
     assert "zai" in human and "anthropic" in human
+
+
+def test_since_leaves_rotated_files_older_than_the_window_unopened(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    # A rotated file's name is when ccmitm rotated it: nothing in it can be newer. To prove the
+    # file is not even opened, it holds a line that claims to be recent (which a real one cannot).
+    old_stamp = (NOW - timedelta(days=3)).strftime("%Y%m%dT%H%M%SZ")
+    write_log(logs, [line(id="impossible")], f"usage.jsonl.{old_stamp}.gz")
+    recent_stamp = (NOW - timedelta(hours=2)).strftime("%Y%m%dT%H%M%SZ")
+    write_log(logs, [line(id="rotated-recently")], f"usage.jsonl.{recent_stamp}.gz")
+    # A name without a stamp (an external logrotate's) is judged by its mtime.
+    foreign = write_log(logs, [line(id="logrotate-old")], "usage.jsonl.1")
+    os.utime(foreign, (time.time() - 3 * 86400,) * 2)
+    write_log(logs, [line(id="live")])
+
+    lines = UsageLines(logs, since=NOW - timedelta(hours=24))
+    assert [r["id"] for r in lines] == ["rotated-recently", "live"]
+    assert sorted(p.name for p in lines.files_not_read) == sorted(
+        [f"usage.jsonl.{old_stamp}.gz", "usage.jsonl.1"]
+    )
+    data = json.loads(ccctl(write_config(tmp_path), "summarize", "--since", "24h", "--json").output)
+    assert data["totals"]["calls"] == 2 and len(data["window"]["files_not_read"]) == 2
+    # Without a window every file is read.
+    assert len(list(UsageLines(logs))) == 4
