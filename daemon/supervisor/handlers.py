@@ -30,6 +30,7 @@ from ccmitm.control.protocol import (
 from ccmitm.control.server import Handler
 from ccmitm.proxy.state import LaneStats
 from ccmitm.reports.bundle_state import load_last_run
+from ccmitm.reports.prices import PriceTable
 from ccmitm.supervisor.housekeeping import BUNDLE_JOB
 from ccmitm.supervisor.sessions import estimate_savings
 
@@ -286,7 +287,7 @@ def session_reply(daemon: Daemon, session: Any) -> SessionReply:
         "errors": tally.errors if tally else 0,
         "offloaded_calls": sum(t.calls for t in offloaded.values()),
         "offloaded_tokens": sum(t.input_tokens + t.output_tokens for t in offloaded.values()),
-        "saved_usd": estimate_savings(offloaded, config.pricing) if offloaded else None,
+        "saved_usd": estimate_savings(offloaded, PriceTable.from_config(config)) if offloaded else None,
         "default_lane": config.routing.default_lane,
         "paused": runtime.paused,
         "paused_source": runtime.paused_source,

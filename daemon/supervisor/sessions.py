@@ -13,10 +13,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from ccmitm.logs.usage import UsageRecord
-from ccmitm.reports.summary import price_for
+from ccmitm.reports.prices import PriceTable
 
 #: How many sessions are remembered; the least recently active one is dropped first. A status
 #: line asks about its own, live session, so a few hundred cover every open terminal.
@@ -26,19 +25,19 @@ MAX_MODELS = 16
 #: The key under which calls that ccmitm answered itself (no lane contacted) are counted.
 REFUSED = "refused"
 
-#: The built-in savings estimate, USD per million tokens (input, output) by model glob, used only
-#: when the config has no ``pricing`` glob matching a model. An estimate of Anthropic's list
-#: prices for the model families Claude Code offloads; ``pricing`` in the config overrides it.
-BUILTIN_PRICES: dict[str, dict[str, float]] = {
-    "*haiku*": {"input_per_mtok": 1.0, "output_per_mtok": 5.0},
-}
-
 
 @dataclass
 class ModelTokens:
     calls: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+#: What offloaded tokens are kept by: the requested model (what Anthropic would have charged for),
+#: the lane and the model it served (what the lane charges).
+OffloadKey = tuple[str, str, str | None]
 
 
 @dataclass
@@ -48,7 +47,7 @@ class SessionTally:
     last_reason: str | None = None
     last_ts: str | None = None
     errors: int = 0
-    offloaded: dict[str, ModelTokens] = field(default_factory=dict)  # requested model -> tokens
+    offloaded: dict[OffloadKey, ModelTokens] = field(default_factory=dict)
 
 
 class SessionCounters:
@@ -81,30 +80,39 @@ class SessionCounters:
             tally.errors += 1
         if record.lane is None or record.lane == self._default_lane():
             return
-        model = record.model or "?"
-        tokens = tally.offloaded.get(model)
+        key: OffloadKey = (record.model or "?", record.lane, record.upstream_model)
+        tokens = tally.offloaded.get(key)
         if tokens is None:
             if len(tally.offloaded) >= MAX_MODELS:
-                model = "other"
-            tokens = tally.offloaded.setdefault(model, ModelTokens())
+                key = ("other", record.lane, None)
+            tokens = tally.offloaded.setdefault(key, ModelTokens())
         tokens.calls += 1
         tokens.input_tokens += record.input_tokens or 0
         tokens.output_tokens += record.output_tokens or 0
+        tokens.cache_read_tokens += record.cache_read_input_tokens or 0
+        tokens.cache_write_tokens += record.cache_creation_input_tokens or 0
 
     def get(self, session: str) -> SessionTally | None:
         return self._sessions.get(session)
 
 
-def estimate_savings(offloaded: Mapping[str, ModelTokens], pricing: Mapping[str, Any]) -> float | None:
-    """What the offloaded calls would have cost on the default lane, in USD, priced by their
-    requested model: the config's ``pricing`` first, else :data:`BUILTIN_PRICES`. None when no
-    offloaded model has a price."""
+def estimate_savings(offloaded: Mapping[OffloadKey, ModelTokens], prices: PriceTable) -> float | None:
+    """What the offloaded calls would have cost on Anthropic for the models the client asked for,
+    minus what their lanes cost, in USD (the reports' price table: the config's ``pricing``, else
+    the dated list prices). None when no offloaded model has a price."""
     total, priced = 0.0, False
-    for model, tokens in offloaded.items():
-        price = price_for(model, pricing) or price_for(model, BUILTIN_PRICES)
-        if price is None:
+    for (model, lane, upstream_model), tokens in offloaded.items():
+        costs = prices.saving(
+            model,
+            lane,
+            upstream_model,
+            tokens.input_tokens,
+            tokens.output_tokens,
+            tokens.cache_read_tokens,
+            tokens.cache_write_tokens,
+        )
+        if costs is None:
             continue
-        _, per_in, per_out = price
-        total += (tokens.input_tokens * per_in + tokens.output_tokens * per_out) / 1_000_000
+        total += costs[0] - costs[1]
         priced = True
     return round(total, 6) if priced else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ccmitm.logs.usage import UsageRecord
+from ccmitm.reports.prices import PriceTable
 from ccmitm.supervisor.sessions import MAX_MODELS, REFUSED, SessionCounters, estimate_savings
 
 
@@ -52,7 +53,7 @@ def test_calls_per_lane_last_lane_and_offloaded_tokens_of_one_session() -> None:
     assert tally is not None
     assert tally.calls == {"zai": 2, "anthropic": 1}
     assert tally.last_lane == "anthropic"
-    offloaded = tally.offloaded["claude-haiku-4-5"]
+    offloaded = tally.offloaded[("claude-haiku-4-5", "zai", None)]
     # The default lane's tokens are not offloaded; a missing count counts as 0.
     assert (offloaded.calls, offloaded.input_tokens, offloaded.output_tokens) == (2, 110, 5)
     assert sessions.get("b").calls == {"zai": 1}  # type: ignore[union-attr]
@@ -92,7 +93,7 @@ def test_models_per_session_are_bounded() -> None:
     tally = sessions.get("a")
     assert tally is not None
     assert len(tally.offloaded) == MAX_MODELS + 1  # the rest share "other"
-    assert tally.offloaded["other"].calls == 5
+    assert tally.offloaded[("other", "zai", None)].calls == 5
 
 
 def test_the_default_lane_is_read_per_record_so_a_reload_applies() -> None:
@@ -101,18 +102,25 @@ def test_the_default_lane_is_read_per_record_so_a_reload_applies() -> None:
     sessions.observe(record("a", "zai"))
     default[0] = "zai"
     sessions.observe(record("a", "zai"))
-    assert sessions.get("a").offloaded["claude-haiku-4-5"].calls == 1  # type: ignore[union-attr]
+    assert sessions.get("a").offloaded[("claude-haiku-4-5", "zai", None)].calls == 1  # type: ignore[union-attr]
 
 
-def test_savings_use_the_config_pricing_first_then_the_builtin_estimate() -> None:
+def test_savings_are_anthropics_price_for_the_requested_model_minus_the_lanes() -> None:
     sessions = counters()
-    sessions.observe(record("a", "zai", input_tokens=1_000_000, output_tokens=1_000_000))
-    sessions.observe(record("a", "zai", model="mystery", input_tokens=1_000_000, output_tokens=0))
+    glm = {"upstream_model": "glm-4.5-air"}
+    sessions.observe(record("a", "zai", input_tokens=1_000_000, output_tokens=1_000_000, **glm))
+    sessions.observe(record("a", "zai", model="mystery", input_tokens=1_000_000, output_tokens=0, **glm))
     offloaded = sessions.get("a").offloaded  # type: ignore[union-attr]
-    assert estimate_savings(offloaded, {}) == 6.0  # built in: Haiku at 1 in / 5 out per Mtok
-    configured = {
-        "*haiku*": {"input_per_mtok": 0.5, "output_per_mtok": 1.5},
-        "mys*": {"input_per_mtok": 2, "output_per_mtok": 2},
-    }
-    assert estimate_savings(offloaded, configured) == 4.0
-    assert estimate_savings({"mystery": offloaded["mystery"]}, {}) is None
+    # The dated list prices: Haiku at 1 in / 5 out per Mtok; a subscription lane costs 0.
+    assert estimate_savings(offloaded, PriceTable()) == 6.0
+    configured = PriceTable(
+        {
+            "*haiku*": {"input_per_mtok": 0.5, "output_per_mtok": 1.5},
+            "mys*": {"input_per_mtok": 2, "output_per_mtok": 2},
+        },
+        {"zai": {"glm-*": {"input_per_mtok": 0.25, "output_per_mtok": 0.5}}},
+    )
+    # (0.5 + 1.5 - 0.25 - 0.5) for Haiku, (2 - 0.25) for the mystery model.
+    assert estimate_savings(offloaded, configured) == 3.0
+    mystery = {key: tokens for key, tokens in offloaded.items() if key[0] == "mystery"}
+    assert estimate_savings(mystery, PriceTable()) is None
