@@ -82,7 +82,8 @@ def format_status(status: StatusReply) -> str:
             if listeners["reverse_port"]
             else "  reverse off"
         )
-        + f"  http2 {'on' if status['http2'] else 'off'}",
+        + f"  http2 {'on' if status['http2'] else 'off'}"
+        + f"  client token {'required' if listeners.get('client_auth') else 'off'}",
         f"paused:    {yes_no(status['paused'])} ({status['paused_source']})",
         "lanes:",
     ]

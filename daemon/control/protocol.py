@@ -140,6 +140,7 @@ class ListenersStatus(TypedDict):
     port: int
     reverse_port: int | None
     bound: list[BoundListener]
+    client_auth: bool  # proxy.client_auth: both listeners want the client token
 
 
 class ConfigStatus(TypedDict):

@@ -165,6 +165,7 @@ def status_reply(daemon: Daemon) -> StatusReply:
             "bound": [{"mode": info.mode, "addresses": list(info.addresses)} for info in proxy.listeners()]
             if proxy
             else [],
+            "client_auth": config.proxy.client_auth,
         },
         "paused": runtime.paused,
         "paused_source": runtime.paused_source,

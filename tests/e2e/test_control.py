@@ -50,6 +50,7 @@ def test_status_reports_the_running_daemon(daemon: Daemon) -> None:
         **data["listeners"],
         "port": daemon.port,
         "reverse_port": daemon.reverse_port,
+        "client_auth": True,
     }
     assert data["lanes"]["zai"]["requests"] == 1 and data["lanes"]["zai"]["available"] is True
     assert data["lanes"]["zai"]["header_mode"] == "x-api-key"
@@ -57,7 +58,8 @@ def test_status_reports_the_running_daemon(daemon: Daemon) -> None:
     assert data["config"]["source"] == str(daemon.config_path) and data["config"]["last_reload_error"] is None
     assert {job["id"] for job in data["jobs"]} >= {"rotate-logs", "nightly-bundle"}
     human = daemon.ccctl("status", check=True).stdout
-    assert "running" in human and "zai" in human
+    assert "running" in human and "zai" in human and "client token required" in human
+    assert daemon.token and daemon.token not in human  # said to be required, never shown
     for secret in (ZAI_KEY, CLIENT_API_KEY):
         assert secret not in human and secret not in json.dumps(data)
     shown = daemon.ccctl("config", "show", check=True).stdout
