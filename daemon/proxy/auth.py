@@ -77,9 +77,13 @@ def proxy_auth_required(why: str) -> http.Response:
 
 
 def unauthorized(why: str) -> http.Response:
-    return anthropic_error(
+    response = anthropic_error(
         401, "authentication_error", f"ccmitm: {why} (proxy.client_auth is on). {HOW_TO_WIRE}"
     )
+    # Anthropic's clients honour this header: without it Claude Code retried a wrong token for
+    # three minutes before it showed the message; trying again cannot make the token right.
+    response.headers["x-should-retry"] = "false"
+    return response
 
 
 class ClientAuth:

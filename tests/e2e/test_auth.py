@@ -97,6 +97,29 @@ def test_claude_code_wired_by_ccctl_env_just_works(
     upstream_saw_no_token(daemon, anthropic_up, zai)
 
 
+@pytest.mark.claude
+def test_claude_code_with_a_stale_token_says_why_at_once_instead_of_retrying(
+    claude_bin: Path,  # noqa: F811
+    daemon: Daemon,
+    upstreams,
+) -> None:
+    """A shell wired before `ccctl token rotate`: Claude Code shows ccmitm's message after one
+    attempt (the 401 says retrying cannot help), instead of retrying for minutes in silence."""
+    anthropic_up, zai = upstreams
+    script = (
+        'eval "$(ccctl env --reverse 2>/dev/null)"; '
+        f'ANTHROPIC_CUSTOM_HEADERS="x-ccmitm-token: {WRONG}" claude -p "say ok" --model haiku'
+    )
+    result = wired_bash(claude_bin, daemon, script)
+    assert result.returncode != 0
+    assert (
+        "wrong client token" in result.stdout + result.stderr and "ccctl env" in result.stdout + result.stderr
+    )
+    refused = [line for line in daemon.usage_lines() if line["reason"] == "unauthenticated"]
+    assert len(refused) == 1, f"Claude Code tried {len(refused)} times"
+    assert not anthropic_up.messages() and not zai.messages()
+
+
 def test_the_sdk_with_the_token_in_both_modes(daemon: Daemon, upstreams) -> None:
     anthropic_up, zai = upstreams
     reverse = anthropic.Anthropic(
