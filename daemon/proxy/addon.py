@@ -83,6 +83,14 @@ def _via(flow: http.HTTPFlow, spec: tuple[str, tuple[str, int]] | None) -> None:
     flow.server_conn.via = spec  # type: ignore[assignment]
 
 
+def _target(request: http.Request) -> str:
+    """What a usage line names as the path: the path without its query, or for a CONNECT (which
+    has none) the authority it asked for, as HTTP's request target does."""
+    if request.method == "CONNECT":
+        return request.authority or f"{request.host}:{request.port}"
+    return request.path.partition("?")[0]
+
+
 def _listener(flow: http.HTTPFlow) -> str:
     return "reverse" if isinstance(flow.client_conn.proxy_mode, ReverseMode) else "intercept"
 
@@ -166,7 +174,7 @@ class Router:
                 rule=None,
                 reason=str(reason),
                 method=clean_text(flow.request.method, 16) or "",
-                path=clean_text(flow.request.path.partition("?")[0], known=secrets) or "",
+                path=clean_text(_target(flow.request), known=secrets) or "",
                 model=None,
                 upstream_model=None,
                 status=response.status_code,

@@ -198,6 +198,11 @@ def test_unauthenticated_calls_get_407_or_401_and_reach_no_lane(daemon: Daemon, 
     status = json.loads(daemon.ccctl("status", "--json", check=True).stdout)
     assert daemon.token not in json.dumps(status)
     assert status["lanes"]["zai"]["requests"] == 0  # refused calls count for no lane
+    # The audit checks every one of those lines (a refused CONNECT names its authority as path).
+    assert {line["path"] for line in lines if line["method"] == "CONNECT"} == {"api.anthropic.com:443"}
+    verify = daemon.ccctl("verify", "--json")
+    assert verify.returncode == 0, verify.stdout
+    assert json.loads(verify.stdout)["answered_locally"] == {"unauthenticated": 7}
 
 
 # --- rotation ------------------------------------------------------------------------------------

@@ -160,6 +160,7 @@ def test_a_connect_without_the_right_token_gets_407(headers: dict[str, str], err
     [record] = fx.records
     assert record.lane is None and record.reason == "unauthenticated" and record.error == error
     assert record.method == "CONNECT" and record.status == 407
+    assert record.path == "api.anthropic.com:443"  # a CONNECT's target: its authority
 
 
 def test_a_plain_proxied_request_needs_the_proxy_credentials() -> None:
