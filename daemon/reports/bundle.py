@@ -196,7 +196,7 @@ def _copy_usage(
             if data.isascii() and not scan_text_with(data.decode("ascii"), extras):
                 out.write(data)
                 return True
-            data = redact_text(data.decode("utf-8", "replace"), keys).encode("utf-8")
+            data = _redact_lines(data.decode("utf-8", "replace"), keys).encode("utf-8")
             out.write(data)
             return not scan_text_with(data.decode("latin-1"), extras)
 
@@ -212,6 +212,15 @@ def _copy_usage(
             written += 1
         proven &= flush()
     return written, proven
+
+
+def _redact_lines(text: str, keys: Mapping[str, str]) -> str:
+    """``text`` redacted line by line: the redactor may return a line's decoded view (control
+    characters dropped), which must not join it to the next one."""
+    lines = text.split("\n")  # not splitlines(): a JSON string may hold U+2028 and friends raw
+    if lines and lines[-1] == "":
+        lines.pop()
+    return "".join(redact_text(line, keys) + "\n" for line in lines)
 
 
 def _copy_daemon_log(state_dir: Path, target: Path, window_start: datetime, keys: Mapping[str, str]) -> None:
@@ -238,7 +247,7 @@ def _copy_endurance(state_dir: Path, target: Path, keys: Mapping[str, str]) -> N
         with contextlib.suppress(FileNotFoundError):
             _write(
                 target / name,
-                redact_text((source / name).read_text(encoding="utf-8", errors="replace"), keys),
+                _redact_lines((source / name).read_text(encoding="utf-8", errors="replace"), keys),
             )
 
 
