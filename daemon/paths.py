@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
@@ -11,6 +13,8 @@ from typing import BinaryIO
 CONFIG_ENV = "CCMITM_CONFIG"
 #: In the state dir: the last config the daemon served from its file, for when the file breaks.
 LAST_GOOD_CONFIG = "last-good-config.yaml"
+#: A config file larger than this is refused unread (by the loader, and by ccctl looking for the socket).
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 def _xdg(name: str, fallback: str, environ: Mapping[str, str]) -> Path:
@@ -69,6 +73,42 @@ def file_digest(data: bytes) -> str:
     import hashlib  # here: it loads OpenSSL, which `ccctl statusline` never needs
 
     return hashlib.sha256(data).hexdigest()
+
+
+class NotRegularFile(OSError):
+    """A FIFO, a directory, a device: read as a file it could block or never end."""
+
+
+class FileTooLarge(OSError):
+    """Larger than the reader's limit."""
+
+
+def read_small_file(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file at ``path``, at most ``limit`` of them, without ever waiting:
+    opened non-blocking (opening a FIFO for reading would otherwise wait for a writer forever),
+    then checked to be a regular file. FileNotFoundError when nothing is there; NotRegularFile,
+    FileTooLarge or the OSError of the read otherwise."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFile(errno.EINVAL, "not a regular file")
+        if info.st_size > limit:
+            raise FileTooLarge(errno.EFBIG, "file too large")
+        chunks: list[bytes] = []
+        total = 0
+        while total <= limit:  # a file that grows while read is capped all the same
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > limit:
+            raise FileTooLarge(errno.EFBIG, "file too large")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def ensure_private_dir(path: Path) -> Path:

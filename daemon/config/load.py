@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,7 +36,7 @@ BUILTIN_SOURCE = "built-in defaults"
 
 #: A config is a few kilobytes; anything past this is a mistake or an attack, refused before parsing
 #: (a 50 MB file took the parser many seconds of CPU on every save).
-MAX_CONFIG_BYTES = 1024 * 1024
+MAX_CONFIG_BYTES = paths.MAX_CONFIG_BYTES
 #: Values in the parsed file with YAML aliases expanded: a few kilobytes of ``&a [*a, *a, ...]``
 #: would otherwise expand into billions of values for the validator to walk.
 MAX_CONFIG_VALUES = 100_000
@@ -295,41 +294,19 @@ def read_bytes(path: Path) -> bytes:
     """The bytes of the config file at ``path``; ConfigMissing when nothing is there, ConfigError
     for anything else that is not a readable regular file of at most MAX_CONFIG_BYTES."""
     source = str(path)
-    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
     try:
-        fd = os.open(path, flags)
+        return paths.read_small_file(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         if path.is_symlink():
             raise ConfigError(source, [Problem("", "cannot read: a symlink to a missing file")]) from None
         raise ConfigMissing(source) from None
+    except paths.NotRegularFile:
+        raise ConfigError(source, [Problem("", "cannot read: not a regular file")]) from None
+    except paths.FileTooLarge:
+        limit = f"{MAX_CONFIG_BYTES // 1024 // 1024} MiB"
+        raise ConfigError(source, [Problem("", f"larger than {limit}, the limit for a config")]) from None
     except OSError as exc:
         raise _unreadable(source, exc) from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(source, [Problem("", "cannot read: not a regular file")])
-        too_big = ConfigError(
-            source,
-            [Problem("", f"larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB, the limit for a config")],
-        )
-        if info.st_size > MAX_CONFIG_BYTES:
-            raise too_big
-        chunks: list[bytes] = []
-        total = 0
-        while total <= MAX_CONFIG_BYTES:  # a file that grows while read is capped all the same
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        if total > MAX_CONFIG_BYTES:
-            raise too_big
-        return b"".join(chunks)
-    except OSError as exc:
-        raise _unreadable(source, exc) from None
-    finally:
-        os.close(fd)
 
 
 def _decode(data: bytes, source: str) -> str:

@@ -241,6 +241,9 @@ def test_the_default_lane_gets_no_token_headers_either() -> None:
 
 def test_the_secret_values_hold_the_token() -> None:
     fx = Fixture()
-    assert fx.runtime.secret_values() == {"zai": ZAI_KEY, "client-token": TOKEN}
-    fx.runtime.client_token = None
-    assert fx.runtime.secret_values() == {"zai": ZAI_KEY}
+    assert fx.runtime.labelled_secrets() == {"zai": ZAI_KEY, "client-token": TOKEN}
+    assert fx.runtime.secret_values() == {ZAI_KEY, TOKEN}
+    assert fx.runtime.secret_values() is fx.runtime.secret_values()  # cached: a cache key downstream
+    fx.runtime.client_token = None  # rotated away: the set follows at once
+    assert fx.runtime.labelled_secrets() == {"zai": ZAI_KEY}
+    assert fx.runtime.secret_values() == {ZAI_KEY}
