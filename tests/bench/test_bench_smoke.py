@@ -51,7 +51,7 @@ def test_bench_smoke_writes_a_well_formed_table(tmp_path: Path) -> None:
     assert data["restart"]["start_to_ready"]["p50_ms"] > 0
     # The Node peer ran in the same rounds, or the run says why not (no npm here).
     peer = data["peer"]
-    assert peer["skipped"] or peer["name"] in latency and peer["reverse_vs_peer_p50"] > 0
+    assert peer["skipped"] or (peer["name"] in latency and peer["reverse_vs_peer_p50"] > 0)
 
     doc = (tmp_path / "PERFORMANCE.md").read_text()
     assert "# old table" not in doc
