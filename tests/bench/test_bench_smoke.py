@@ -27,7 +27,9 @@ HAND_KEPT = (
 def test_bench_smoke_writes_a_well_formed_table(tmp_path: Path) -> None:
     (tmp_path / "PERFORMANCE.md").write_text(f"# old table\n\n{HAND_KEPT}\n")
     env = {**os.environ, "BENCH_SMOKE": "1", "BENCH_OUT": str(tmp_path)}
-    result = subprocess.run([sys.executable, str(BENCH)], env=env, capture_output=True, text=True, timeout=170)
+    result = subprocess.run(
+        [sys.executable, str(BENCH)], env=env, capture_output=True, text=True, timeout=170
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
     data = json.loads((tmp_path / "performance.json").read_text())
