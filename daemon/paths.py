@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
@@ -33,6 +32,11 @@ def runtime_dir(environ: Mapping[str, str] = os.environ) -> Path:
     if value and os.path.isabs(value) and os.path.isdir(value):
         return Path(value) / "ccmitm"
     return state_home(environ)
+
+
+def default_socket_path(environ: Mapping[str, str] = os.environ) -> Path:
+    """The control socket when the config names none (``control.socket: null``)."""
+    return runtime_dir(environ) / "control.sock"
 
 
 def default_config_path(environ: Mapping[str, str] = os.environ) -> Path:
@@ -78,6 +82,8 @@ def atomic_file(path: Path, mode: int = 0o600) -> Iterator[BinaryIO]:
     no other user can open it while it fills), fsync, chmod to ``mode``, rename. A reader sees the
     old file or the new one, never half of one; on an error the temp file is removed and ``path``
     is untouched."""
+    import tempfile  # here, not at the top: `ccctl statusline` loads this module and writes nothing
+
     fd, partial = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

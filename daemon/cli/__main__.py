@@ -1,5 +1,5 @@
 """``python -m ccmitm.cli``: the same as the ``ccctl`` command."""
 
-from ccmitm.cli.main import main
+from ccmitm.cli.entry import main
 
 main()

@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from ccmitm import paths
-from ccmitm.config.errors import ConfigError
-from ccmitm.config.load import load, validate
-from ccmitm.config.model import Config
 from ccmitm.control.client import call
 from ccmitm.control.protocol import Command, ControlError
+
+if TYPE_CHECKING:
+    from ccmitm.config.model import Config
 
 
 def config_path(ctx: click.Context) -> Path:
@@ -25,6 +25,11 @@ def config_path(ctx: click.Context) -> Path:
 
 def load_config(ctx: click.Context) -> Config:
     """The config ccctl should use: the file if it is valid, else the built-in defaults (with a warning)."""
+    # Here, not at the top: the config model (pydantic) costs several times a bare Python start,
+    # and the commands that only talk to the daemon find its socket without it (cli/locate.py).
+    from ccmitm.config.errors import ConfigError
+    from ccmitm.config.load import load, validate
+
     path = config_path(ctx)
     try:
         return load(path).config
@@ -40,7 +45,9 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def daemon_call(ctx: click.Context, cmd: Command, timeout: float = 30.0, **args: Any) -> Any:
     """Call the running daemon; a one-line actionable message and exit 1 when that fails."""
-    socket_path = load_config(ctx).socket_path()
+    from ccmitm.cli.locate import control_socket
+
+    socket_path = control_socket((ctx.find_root().obj or {}).get("config_option"))
     try:
         return call(socket_path, cmd, timeout=timeout, **args)
     except ControlError as exc:

@@ -15,10 +15,12 @@ import click
 
 from ccmitm import paths
 from ccmitm.cli.common import config_path, daemon_call, echo_json, fail, load_config
+from ccmitm.cli.statusline import local_time
 from ccmitm.control.client import is_running
-from ccmitm.control.protocol import LaneQuota, QuotaWindow, StatusReply
-from ccmitm.core.refusals import plain_words
-from ccmitm.install import wiring
+from ccmitm.control.protocol import LaneQuota, QuotaWindow, SessionReply, StatusReply
+
+# Heavier modules (the core's refusal table, the shell wiring, the config model) are imported
+# inside the commands that need them: `ccctl status`, `pause` and `resume` load only this file.
 
 
 # --- status --------------------------------------------------------------------------------------
@@ -31,18 +33,6 @@ def _duration(seconds: float) -> str:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}ms"
-
-
-def _local_time(text: str | None, now: datetime | None = None) -> str | None:
-    """A UTC ISO time as local time: "17:15" today, "Mon 09:00" on another day."""
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text).astimezone()
-    except ValueError:
-        return None
-    now = now or datetime.now().astimezone()
-    return moment.strftime("%H:%M" if moment.date() == now.date() else "%a %H:%M")
 
 
 def format_quota(quota: LaneQuota | None, now: datetime | None = None) -> str | None:
@@ -58,7 +48,7 @@ def format_quota(quota: LaneQuota | None, now: datetime | None = None) -> str | 
             return None
         percent = value.get("percent")
         text = f"{label} {percent:.0f}%" if percent is not None else f"{label} ?%"
-        resets = _local_time(value.get("resets_at"), now)
+        resets = local_time(value.get("resets_at"), now)
         return text + (f" (resets {resets})" if resets else "")
 
     parts = [p for p in (window("5h", quota.get("five_hour")), window("week", quota.get("week"))) if p]
@@ -67,6 +57,7 @@ def format_quota(quota: LaneQuota | None, now: datetime | None = None) -> str | 
 
 def format_status(status: StatusReply) -> str:
     """`ccctl status` for a reader: booleans as yes/no, times to the second."""
+    from ccmitm.core.refusals import plain_words
 
     def yes_no(value: bool) -> str:
         return "yes" if value else "no"
@@ -141,6 +132,18 @@ def format_status(status: StatusReply) -> str:
         outcome = "ok" if last["ok"] else f"error: {last['error']}"
         lines.append(f"bundle:    last {when(last['at'])} {outcome} {last['path'] or ''}".rstrip())
     lines.append(f"logs:      {status['logs']['usage']}")
+    telemetry = status.get("telemetry")
+    if telemetry and (telemetry["prometheus"] or telemetry["prometheus_error"] or telemetry["otlp"]):
+        parts = []
+        if telemetry["prometheus"] or telemetry["prometheus_error"]:
+            served = telemetry["prometheus"] or f"not served: {telemetry['prometheus_error']}"
+            parts.append(f"prometheus {served}")
+        if telemetry["otlp"]:
+            parts.append(
+                f"otlp {telemetry['otlp']} ({telemetry['otlp_exports']} exports, "
+                f"{telemetry['otlp_failed']} failed/dropped)"
+            )
+        lines.append(f"metrics:   {'; '.join(parts)}")
     return "\n".join(lines)
 
 
@@ -179,6 +182,23 @@ def resume(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"still paused: {result['source']}")
     else:
         click.echo("resumed: routing rules apply")
+
+
+@click.command()
+@click.option("--id", "session_id", metavar="SESSION", help="Claude Code's session id.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def session(ctx: click.Context, session_id: str | None, as_json: bool) -> None:
+    """One Claude Code session's calls per lane and savings (what `ccctl statusline` shows)."""
+    from ccmitm.cli.statusline import line
+
+    result: SessionReply = daemon_call(ctx, "session", timeout=5.0, session=session_id)
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(
+            line(result, {"session_id": session_id}, "{lane} · {calls} · {offloaded} · {saved}{state}", False)
+        )
 
 
 @click.command()
@@ -258,6 +278,8 @@ class LaunchError(Exception):
 @click.pass_context
 def start(ctx: click.Context, timeout: float) -> None:
     """Start ccmitmd in the background (for machines without a service manager)."""
+    from ccmitm.install import wiring
+
     config = load_config(ctx)
     socket_path = config.socket_path()
     if is_running(socket_path):
@@ -319,4 +341,4 @@ def lane_reset(ctx: click.Context, name: str, as_json: bool) -> None:
         click.echo(f"{name}: was not held; its breaker is closed")
 
 
-COMMANDS = [status, pause, resume, reload, rotate, reopen_logs, start, stop, lane]
+COMMANDS = [status, pause, resume, session, reload, rotate, reopen_logs, start, stop, lane]

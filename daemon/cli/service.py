@@ -1,10 +1,11 @@
-"""`ccctl service install | uninstall | status`: run ccmitmd under systemd (Linux) or launchd (macOS)."""
+"""`ccctl service install | uninstall | status | render`: run ccmitmd under systemd (Linux) or
+launchd (macOS), and show the file that does it."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,14 @@ from ccmitm.control.client import call
 from ccmitm.control.protocol import ControlError
 from ccmitm.install import service_files as svc_files
 from ccmitm.install import service_manager as svc_manager
-from ccmitm.install.host import Host, ServiceError
+from ccmitm.install.host import Host, Manager, ServiceError
 from ccmitm.install.service_manager import ManagerView, Plan, WriteFile
 
 # Tests replace this to swap in a fake runner, platform or HOME.
 make_host: Callable[[], Host] = Host.current
 
+# `ccctl service render --platform`: the platform names users know, and the manager of each.
+PLATFORMS: dict[str, Manager] = {"linux": "systemd", "macos": "launchd"}
 EXIT_NOT_ACTIVE = 3  # like `systemctl is-active`: installed or not, the service is not running
 NO_MANAGER_ADVICE = (
     "nothing was changed. Without a service manager, start the daemon with `ccctl start`, "
@@ -123,6 +126,33 @@ def _echo_install_advice(host: Host, config_file: Path, config: Config, dry_run:
     click.echo("logs: " + "  |  ".join(svc_manager.log_locations(host)))
     if not dry_run:
         click.echo("check it with: ccctl service status")
+
+
+# --- render ----------------------------------------------------------------------------------------
+@service.command("render")
+@click.option(
+    "--platform",
+    type=click.Choice(sorted(PLATFORMS)),
+    default=None,
+    help="linux: the systemd user unit; macos: the launchd agent plist. Default: this machine's.",
+)
+@click.pass_context
+def render(ctx: click.Context, platform: str | None) -> None:
+    """Print the unit or plist `service install` would write, with this installation's real paths.
+
+    Nothing is written or run. With --platform the other system's file is rendered from this
+    machine's paths (this ccmitmd, this config, this HOME), e.g. to read or check the plist on Linux.
+    """
+    host = _host()
+    if platform is not None:
+        host = replace(host, manager=PLATFORMS[platform])
+    path, config = _service_config(ctx)
+    try:
+        text = svc_files.render(host, svc_files.settings_for(path, config, host))
+    except ServiceError as exc:
+        fail(str(exc))
+    click.echo(f"ccctl: `ccctl service install` on {host.manager} writes this to {host.unit_path}", err=True)
+    click.echo(text, nl=False)
 
 
 # --- uninstall -------------------------------------------------------------------------------------

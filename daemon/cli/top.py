@@ -19,15 +19,13 @@ from typing import Any
 
 import click
 from rich.console import Console, Group, RenderableType
-from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ccmitm.cli.common import load_config
 from ccmitm.cli.control import format_quota
+from ccmitm.cli.locate import control_socket
 from ccmitm.control.client import status as read_status
 from ccmitm.control.protocol import ControlError, LaneStatus, StatusReply, TokenCounts
-from ccmitm.core.refusals import plain_words
 
 REFRESH_S = 1.0
 NO_TOKENS: TokenCounts = {
@@ -125,11 +123,12 @@ def render(status: StatusReply, previous: StatusReply | None = None, live: bool 
     footer = Text(f"{status['now']}" + ("   q or Ctrl-C quits" if live else ""), style="dim")
     # A held lane in plain words, under the table: the cause and when (or how) the offload resumes.
     default_lane = next((n for n, lane in status["lanes"].items() if lane["default"]), "default")
-    holds = [
-        Text(plain_words(name, hold, default_lane), style="bold yellow")
-        for name, lane in status["lanes"].items()
-        if (hold := lane.get("hold"))
-    ]
+    held = [(name, hold) for name, lane in status["lanes"].items() if (hold := lane.get("hold"))]
+    holds: list[Text] = []
+    if held:  # the core's refusal table loads only for a frame that has a hold to explain
+        from ccmitm.core.refusals import plain_words
+
+        holds = [Text(plain_words(name, hold, default_lane), style="bold yellow") for name, hold in held]
     return Group(header, table, *quotas, *holds, footer)
 
 
@@ -209,6 +208,8 @@ def _quit_requested(fd: int | None, wake: int, raised: list[bool], wait_s: float
 
 
 def _live(socket_path: Path) -> None:
+    from rich.live import Live  # the live view only: `top --once` prints one frame
+
     console = Console()
     previous: StatusReply | None = None
     with (
@@ -232,7 +233,8 @@ def _live(socket_path: Path) -> None:
 @click.pass_context
 def top(ctx: click.Context, once: bool) -> None:
     """Live view of the daemon: per lane requests, rate, errors, p50/p95, tokens, breaker, pause."""
-    socket_path = load_config(ctx).socket_path()
+    # The socket without the config model (pydantic): `top --once` runs from scripts and loops.
+    socket_path = control_socket((ctx.find_root().obj or {}).get("config_option"))
     if once:
         status, reason = _poll(socket_path)
         console = Console(no_color=True, force_terminal=False, width=max(100, Console().width))

@@ -27,7 +27,12 @@ _scope_option = click.option(
     help="user: ~/.claude/agents/; project: .claude/agents/ at the git root of the current directory "
     "(the current directory when it is not in a git work tree).",
 )
-_force_option = click.option("--force", is_flag=True, help="Also replace/delete a file ccmitm did not write.")
+_force_option = click.option(
+    "--force",
+    is_flag=True,
+    help="Also replace/delete a file ccmitm did not write or one edited since; a copy is kept as "
+    "haiku-subagent.md.<UTC time>.bak.",
+)
 
 
 def _agent_path(scope: str) -> Path:
@@ -38,7 +43,8 @@ def _agent_path(scope: str) -> Path:
 @_scope_option
 @_force_option
 def subagent_install(scope: str, force: bool) -> None:
-    """Write haiku-subagent.md. Idempotent; never replaces a file it did not write without --force."""
+    """Write haiku-subagent.md. Idempotent; never replaces a file it did not write, or one edited
+    since, without --force."""
     outcome = subagent.install(_agent_path(scope), force=force)
     if not outcome.ok:
         fail(outcome.message)
@@ -55,7 +61,7 @@ def subagent_install(scope: str, force: bool) -> None:
 @_scope_option
 @_force_option
 def subagent_remove(scope: str, force: bool) -> None:
-    """Delete haiku-subagent.md if ccmitm wrote it (a foreign file only with --force)."""
+    """Delete haiku-subagent.md if ccmitm wrote it and it is unedited (else only with --force)."""
     outcome = subagent.remove(_agent_path(scope), force=force)
     if not outcome.ok:
         fail(outcome.message)

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ccmitm import paths
 from ccmitm.config.presets import PresetName, Provider, detect_provider
@@ -382,6 +382,73 @@ class WiringConfig(_Strict):
     )
 
 
+def parse_listen(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:9464`` for IPv6) as (host, port); ValueError saying what is wrong."""
+    host, sep, port_text = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"{value!r}: use host:port, e.g. 127.0.0.1:9464")
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{value!r}: the host must be an IP address or 'localhost'") from None
+    return host, int(port_text)
+
+
+def _is_loopback(host: str) -> bool:
+    return host == "localhost" or ipaddress.ip_address(host).is_loopback
+
+
+class MetricsConfig(_Strict):
+    # Declared before `listen` so that the check of `listen` can see it.
+    allow_remote: bool = Field(
+        False,
+        description="Let `listen` be a non-loopback address (e.g. `0.0.0.0:9464` for a team's Prometheus). "
+        "`/metrics` shows counts only, never content or credentials, but anyone who reaches the port reads them.",
+    )
+    listen: str | None = Field(
+        None,
+        description="Serve Prometheus `/metrics` on this `host:port` (loopback unless `allow_remote`); "
+        "`null` = off. A change applies live.",
+        examples=["127.0.0.1:9464"],
+    )
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        host, _ = parse_listen(value.strip())
+        if not _is_loopback(host) and not info.data.get("allow_remote", False):
+            raise ValueError(
+                f"{host} is not a loopback address; set metrics.allow_remote: true to serve metrics beyond this machine"
+            )
+        return value.strip()
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return parse_listen(self.listen) if self.listen else None
+
+
+class TelemetryConfig(_Strict):
+    otlp: bool = Field(
+        False,
+        description="Export metrics over OTLP/HTTP (protobuf) to the collector the standard `OTEL_EXPORTER_OTLP_*` "
+        "variables name; `OTEL_METRICS_EXPORTER=otlp` in ccmitmd's environment turns it on too. A change applies live.",
+    )
+    include_session: bool = Field(
+        False,
+        description="Add Claude Code's session id (`session.id`) to the OTLP points. Off by default: it "
+        "identifies a conversation, and every session becomes a new series.",
+    )
+
+
 class Config(_Strict):
     proxy: ProxyConfig = Field(
         default_factory=ProxyConfig, description="The two listeners, the CA and the limits of the data path."
@@ -418,6 +485,14 @@ class Config(_Strict):
         description="Wired shells (`ccctl env`, `ccsub`) and `ccctl run`: what happens when ccmitmd is down.",
     )
 
+    metrics: MetricsConfig = Field(
+        default_factory=MetricsConfig, description="The Prometheus `/metrics` endpoint (off by default)."
+    )
+    telemetry: TelemetryConfig = Field(
+        default_factory=TelemetryConfig,
+        description="OpenTelemetry export (OTLP) of the same measurements, for a team's collector.",
+    )
+
     @property
     def default_lane(self) -> LaneConfig:
         return self.lanes[self.routing.default_lane]
@@ -425,7 +500,7 @@ class Config(_Strict):
     def socket_path(self, environ: Mapping[str, str] = os.environ) -> Path:
         if self.control.socket:
             return Path(self.control.socket)
-        return paths.runtime_dir(environ) / "control.sock"
+        return paths.default_socket_path(environ)
 
     def redacted(self) -> dict[str, Any]:
         """The config as plain data. It holds no secret: keys are never part of the model."""

@@ -14,10 +14,13 @@ client loads it on every ccctl call.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
-from ccmitm.core.breaker import BreakerSnapshot
-from ccmitm.core.refusals import HoldSnapshot
+if TYPE_CHECKING:
+    # Types only: the core modules they live in cost more to import than `ccctl statusline` may
+    # spend, and with postponed annotations a TypedDict never evaluates its field types.
+    from ccmitm.core.breaker import BreakerSnapshot
+    from ccmitm.core.refusals import HoldSnapshot
 
 Command = Literal[
     "ping",
@@ -30,6 +33,7 @@ Command = Literal[
     "reopen-logs",
     "bundle",
     "lane-reset",
+    "session",
 ]
 #: The largest request line the server reads.
 MAX_LINE = 1024 * 1024
@@ -170,6 +174,14 @@ class BundleStatus(TypedDict):
     last: BundleRun | None
 
 
+class TelemetryStatus(TypedDict):
+    prometheus: str | None  # the /metrics URL while it is served
+    prometheus_error: str | None  # why metrics.listen is not served (e.g. the port is taken)
+    otlp: str | None  # the collector's metrics URL (no credentials) while OTLP export is on
+    otlp_exports: int  # exports the collector accepted
+    otlp_failed: int  # exports that failed: their points were dropped
+
+
 class StatusReply(TypedDict):
     running: bool
     pid: int
@@ -189,6 +201,7 @@ class StatusReply(TypedDict):
     jobs: list[JobStatus]
     bundle: BundleStatus
     now: str
+    telemetry: NotRequired[TelemetryStatus]
 
 
 class PauseReply(TypedDict):
@@ -219,3 +232,37 @@ class RotateReply(TypedDict):
 
 class ReopenReply(TypedDict):
     reopened: list[str]
+
+
+class SessionLaneState(TypedDict):
+    """What a status line must say about a lane that is not taking calls."""
+
+    lane: str
+    # held: a refusal holds it; breaker: open or half-open; quota: its meter reads 100% (no refusal
+    # yet); unavailable: no key
+    state: Literal["held", "breaker", "quota", "unavailable"]
+    cls: str | None  # the hold's class ("quota", "billing", ...); None for a breaker
+    until: str | None  # ISO time (UTC) the lane is tried again, when known
+    words: str  # the cause in a few words
+
+
+class SessionReply(TypedDict):
+    """``session``: one Claude Code session's counters and the daemon state its status line shows.
+
+    The counters are zero for a session the daemon has not seen (or has forgotten: it keeps the
+    most recently active few hundred)."""
+
+    session: str | None
+    known: bool  # the daemon has calls of this session
+    calls: dict[str, int]  # lane -> calls; "refused" for calls ccmitm answered itself
+    last_lane: str | None  # the lane of the session's last call; None: refused or no call yet
+    last_at: str | None
+    errors: int
+    offloaded_calls: int
+    offloaded_tokens: int  # input + output tokens the offload lanes counted
+    saved_usd: float | None  # the estimate of what those calls would have cost on the default lane
+    default_lane: str
+    paused: bool
+    paused_source: str
+    lanes: list[SessionLaneState]  # lanes held, behind an open breaker or without their key
+    config_error: str | None  # the last rejected reload (the previous config keeps serving)

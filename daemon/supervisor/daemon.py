@@ -40,7 +40,9 @@ from ccmitm.supervisor.handlers import control_handlers
 from ccmitm.supervisor.housekeeping import Housekeeping
 from ccmitm.supervisor.notify import Notifier
 from ccmitm.supervisor.quota import QuotaMeter
+from ccmitm.supervisor.sessions import SessionCounters
 from ccmitm.supervisor.watcher import ConfigWatcher
+from ccmitm.telemetry.service import Telemetry
 
 log = logging.getLogger("ccmitm")
 
@@ -122,8 +124,16 @@ class Daemon:
         # Everything that learns from a finished call (the usage log first, then counters and
         # exporters) gets the same record, on the proxy's event loop; each must return at once.
         self.record_observers: list[Callable[[UsageRecord], None]] = [self.usage.write]
+        # Per-session counters for Claude Code's status line (`ccctl statusline`).
+        self.sessions = SessionCounters(lambda: self.runtime.active.config.routing.default_lane)
+        self.record_observers.append(self.sessions.observe)
         self.router = Router(self.runtime, self._publish)
         self.quota = QuotaMeter(self.runtime)
+        # Prometheus and OTLP: off unless configured; fed the same records as the usage log.
+        self.telemetry = Telemetry(
+            self.runtime, self.quota.status, lambda: self.router.in_flight, __version__
+        )
+        self.record_observers.append(self.telemetry.observe)
         self.proxy: Proxy | None = None
         self.notifier = Notifier.from_env()
         self.control = ControlServer(config.socket_path(), control_handlers(self))
@@ -166,6 +176,7 @@ class Daemon:
         secure_confdir(Path(config.proxy.confdir))
         self._write_pid()
         self._save_last_good()
+        await self.telemetry.configure(config)
         self.watcher.start()
         self.housekeeping.start(config.bundle)
         self._spawn(self.quota.run())
@@ -202,6 +213,7 @@ class Daemon:
             task.cancel()
         await self.quota.close()
         await self.proxy.shutdown()
+        await self.telemetry.close()  # after the proxy: the last calls are in the last export
         self.usage.close()
         self._save_signatures()
         with contextlib.suppress(FileNotFoundError):
@@ -320,6 +332,7 @@ class Daemon:
             self.runtime.swap(snapshot)
             self._publish_secrets(snapshot)
             self._apply_edges(loaded)
+            await self.telemetry.configure(loaded.config)
             self._save_last_good()
             changed = _changed_sections(previous.config.redacted(), loaded.config.redacted())
             log.info(

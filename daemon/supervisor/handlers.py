@@ -16,16 +16,20 @@ from ccmitm import __version__
 from ccmitm.control.protocol import (
     ConfigShowReply,
     ControlError,
+    LaneQuota,
     LaneResetReply,
     LaneStatus,
     PauseReply,
     ReloadReply,
+    SessionLaneState,
+    SessionReply,
     StatusReply,
 )
 from ccmitm.control.server import Handler
 from ccmitm.proxy.state import LaneStats
 from ccmitm.reports.bundle_state import load_last_run
 from ccmitm.supervisor.housekeeping import BUNDLE_JOB
+from ccmitm.supervisor.sessions import estimate_savings
 
 if TYPE_CHECKING:
     from ccmitm.supervisor.daemon import Daemon
@@ -97,6 +101,9 @@ def control_handlers(daemon: Daemon) -> dict[str, Handler]:
             raise ControlError(f"no keyed lane {name!r} (keyed lanes: {keyed})")
         return {"lane": name, "hold_ended": was_held}
 
+    async def session(args: dict[str, Any]) -> SessionReply:
+        return session_reply(daemon, args.get("session"))
+
     return {
         "ping": ping,
         "status": status,
@@ -108,6 +115,7 @@ def control_handlers(daemon: Daemon) -> dict[str, Handler]:
         "reopen-logs": reopen_logs,
         "bundle": bundle,
         "lane-reset": lane_reset,
+        "session": session,
     }
 
 
@@ -181,4 +189,89 @@ def status_reply(daemon: Daemon) -> StatusReply:
             else None,
         },
         "now": datetime.now(UTC).isoformat(timespec="seconds"),
+        "telemetry": daemon.telemetry.status(),
     }
+
+
+def session_reply(daemon: Daemon, session: Any) -> SessionReply:
+    """One session's counters and the state bits a status line shows (cheap: no key-file check)."""
+    runtime = daemon.runtime
+    snapshot = runtime.active
+    config = snapshot.config
+    session_id = session if isinstance(session, str) and session else None
+    tally = daemon.sessions.get(session_id) if session_id else None
+    lanes: list[SessionLaneState] = []
+    for name, lane in snapshot.lanes.items():
+        hold = runtime.holds.get(name)
+        held = hold.snapshot() if hold is not None else None
+        breaker = runtime.breakers.get(name)
+        breaker_state = breaker.snapshot() if breaker is not None else None
+        if held:
+            lanes.append(
+                {
+                    "lane": name,
+                    "state": "held",
+                    "cls": held["cls"],
+                    "until": held["until"],
+                    "words": held["words"],
+                }
+            )
+        elif breaker_state and breaker_state["state"] != "closed":
+            lanes.append(
+                {
+                    "lane": name,
+                    "state": "breaker",
+                    "cls": None,
+                    "until": breaker_state["retry_at"],
+                    "words": f"breaker {breaker_state['state']}",
+                }
+            )
+        elif (used_up := _used_up_window(daemon.quota.status(name))) is not None:
+            label, resets_at = used_up
+            lanes.append(
+                {
+                    "lane": name,
+                    "state": "quota",
+                    "cls": "quota",
+                    "until": resets_at,
+                    "words": f"{label} quota used up",
+                }
+            )
+        elif not lane.available:
+            lanes.append(
+                {
+                    "lane": name,
+                    "state": "unavailable",
+                    "cls": None,
+                    "until": None,
+                    "words": lane.problem or "no key",
+                }
+            )
+    offloaded = tally.offloaded if tally else {}
+    return {
+        "session": session_id,
+        "known": tally is not None,
+        "calls": dict(tally.calls) if tally else {},
+        "last_lane": tally.last_lane if tally else None,
+        "last_at": tally.last_ts if tally else None,
+        "errors": tally.errors if tally else 0,
+        "offloaded_calls": sum(t.calls for t in offloaded.values()),
+        "offloaded_tokens": sum(t.input_tokens + t.output_tokens for t in offloaded.values()),
+        "saved_usd": estimate_savings(offloaded, config.pricing) if offloaded else None,
+        "default_lane": config.routing.default_lane,
+        "paused": runtime.paused,
+        "paused_source": runtime.paused_source,
+        "lanes": lanes,
+        "config_error": runtime.last_reload_error,
+    }
+
+
+def _used_up_window(quota: LaneQuota | None) -> tuple[str, str | None] | None:
+    """The first quota window the meter reads as used up ("5h" or "week") and when it resets."""
+    if not quota or quota.get("state") != "ok":
+        return None
+    for label, window in (("5h", quota.get("five_hour")), ("week", quota.get("week"))):
+        percent = window.get("percent") if window else None
+        if window and percent is not None and percent >= 100:
+            return label, window.get("resets_at")
+    return None

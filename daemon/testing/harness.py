@@ -185,11 +185,15 @@ class PrivateDaemon:
         write_atomic(self.config_path, yaml.safe_dump(config, sort_keys=False).encode(), 0o600)
 
     # --- the process -------------------------------------------------------------------------------
+    def command(self) -> list[str]:
+        """How the daemon is started; a test may wrap it (e.g. in a sandbox that then execs it)."""
+        return [sys.executable, "-m", "ccmitm.supervisor", "--config", str(self.config_path)]
+
     def start(self, wait: bool = True, timeout: float = 30.0) -> PrivateDaemon:
         self._stderr_offset = self.stderr_path.stat().st_size if self.stderr_path.exists() else 0
         stderr = open(self.stderr_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ccmitm.supervisor", "--config", str(self.config_path)],
+            self.command(),
             env=self.env(),
             stdout=stderr,
             stderr=stderr,

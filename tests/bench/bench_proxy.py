@@ -35,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path[:0] = [str(HERE), str(ROOT)]
 
+import cli_startup  # noqa: E402
 import inproc  # noqa: E402
 import mitmproxy.version  # noqa: E402
 import peer_ccr  # noqa: E402
@@ -52,7 +53,7 @@ from tests.helpers import ZAI_KEY, Daemon, base_config  # noqa: E402
 SMOKE = os.environ.get("BENCH_SMOKE") == "1"
 PEER = f"claude-code-router {peer_ccr.VERSION} reverse"
 # A subset for before/after comparisons while working on the hot path (then no Markdown is written).
-ALL_SECTIONS = ("latency", "streaming", "throughput", "scale", "memory", "own_work", "restart")
+ALL_SECTIONS = ("latency", "streaming", "throughput", "scale", "memory", "own_work", "restart", "cli")
 SECTIONS = tuple(os.environ.get("BENCH_SECTIONS", ",".join(ALL_SECTIONS)).split(","))
 
 
@@ -308,6 +309,12 @@ async def run(bench: Bench) -> dict[str, Any]:
         progress("restart after kill -9")
         results["restart"] = await restart_after_kill(bench)
         results["restart"]["start_to_ready"] = start_to_ready(bench, 2 if SMOKE else 7)
+    if "cli" in SECTIONS:
+        progress("ccctl start-up: each command vs a bare python")
+        ccctl = str(Path(sys.executable).parent / "ccctl")
+        results["cli"] = cli_startup.cli_startup(
+            bench.daemon.env(), ccctl, 1 if SMOKE else 15, warm_up=not SMOKE
+        )
     return results
 
 

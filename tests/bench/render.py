@@ -361,5 +361,29 @@ def render(results: dict[str, Any], existing: str | None) -> str:
             "",
             *_ready_lines(results["restart"].get("start_to_ready")),
         ]
+    if results.get("cli"):
+        cli = results["cli"]
+        out += [
+            "## 6. ccctl start-up (wall time per command, median of "
+            f"{cli['rounds']} runs against the running daemon)",
+            "",
+            f"A bare `python -c pass` took {cli['bare_ms']:.1f} ms. Targets: `statusline` within 2.5x of "
+            "it (Claude Code waits for it after every answer), the others within 4x.",
+            "",
+            _table(
+                ["command", "median ms", "vs bare", "target", "met"],
+                [
+                    [
+                        f"`ccctl {name}`",
+                        f"{c['median_ms']:.1f}",
+                        f"{c['vs_bare']:.2f}x",
+                        f"{c['target']}x",
+                        _yes(c["met"]),
+                    ]
+                    for name, c in cli["commands"].items()
+                ],
+            ),
+            "",
+        ]
     out += [hand_kept(existing), ""]
     return "\n".join(out)

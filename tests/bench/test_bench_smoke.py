@@ -54,11 +54,14 @@ def test_bench_smoke_writes_a_well_formed_table(tmp_path: Path) -> None:
     # The Node peer ran in the same rounds, or the run says why not (no npm here).
     peer = data["peer"]
     assert peer["skipped"] or (peer["name"] in latency and peer["reverse_vs_peer_p50"] > 0)
+    cli = data["cli"]
+    assert {"statusline", "status", "pause", "resume", "env", "top --once"} <= set(cli["commands"])
+    assert cli["bare_ms"] > 0 and all(c["median_ms"] > 0 for c in cli["commands"].values())
 
     doc = (tmp_path / "PERFORMANCE.md").read_text()
     assert "# old table" not in doc
     assert doc.rstrip().endswith(HAND_KEPT)
     for heading in ("## Targets", "## 1. Per-request overhead", "## 2. Streaming", "## 3. Throughput",
-                    "## 4. Memory", "## 5. The cost of the daemon's own work"):  # fmt: skip
+                    "## 4. Memory", "## 5. The cost of the daemon's own work", "## 6. ccctl start-up"):  # fmt: skip
         assert heading in doc
     assert "| nan" not in doc and "nan |" not in doc  # every cell was measured

@@ -63,6 +63,8 @@ def test_every_key_of_the_model_is_documented_and_nothing_else() -> None:
         "pricing",
         "control",
         "wiring",
+        "metrics",
+        "telemetry",
     }:
         assert f"| `{path}` |" in text, path
 

@@ -55,7 +55,7 @@ def test_subagent_install_is_idempotent_and_remove_undoes_it(tmp_path: Path) -> 
     assert again.returncode == 0 and "unchanged" in again.stdout
     assert agent.read_text() == text
 
-    agent.write_text(text.replace("Do exactly", "Do precisely"))  # an older version of our own file
+    agent.write_text(subagent.render(body="an older body\n"))  # an older version of our own file
     assert "updated" in ccctl("subagent", "install", home=tmp_path).stdout
     assert agent.read_text() == text
 

@@ -45,7 +45,14 @@ HARDENING = {
     "SystemCallArchitectures": "native",
     "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
     "UMask": "0077",
+    "SystemCallErrorNumber": "EPERM",
+    "RestrictNamespaces": "yes",
+    "AmbientCapabilities": "",
+    "KeyringMode": "private",
 }
+# Both lines: the allow list, then what is taken out of it (tests/install/test_service_hardening.py
+# runs the daemon under exactly this filter).
+SYSCALL_FILTER = ["@system-service", "~@privileged @resources"]
 # Options that need namespaces (break user units) or break cffi callbacks (MemoryDenyWriteExecute).
 FORBIDDEN = (
     "ProtectSystem",
@@ -60,6 +67,11 @@ FORBIDDEN = (
     "ReadOnlyPaths",
     "InaccessiblePaths",
     "MemoryDenyWriteExecute",
+    # These drop capabilities from the bounding set, which a user manager may not do (exit 218).
+    "CapabilityBoundingSet",
+    "ProtectClock",
+    "ProtectKernelLogs",
+    "ProtectHostname",
 )
 
 
@@ -175,13 +187,14 @@ def test_unit_has_the_service_semantics_and_hardening(tmp_path: Path) -> None:
     assert unit_value(text, "WantedBy", "Install") == "default.target"
     for key, value in HARDENING.items():
         assert unit_value(text, key) == value
+    assert [v for s, k, v in unit_entries(text) if k == "SystemCallFilter"] == SYSCALL_FILTER
     keys = {k for _, k, _ in unit_entries(text)}
     assert not keys & set(FORBIDDEN)
 
 
 def test_each_hardening_line_is_commented() -> None:
     lines = svc_files.template_text("systemd").splitlines()
-    for key in HARDENING:
+    for key in [*HARDENING, "SystemCallFilter"]:
         index = next(i for i, line in enumerate(lines) if line.startswith(f"{key}="))
         assert lines[index - 1].startswith("#"), f"{key}= has no comment above it"
 

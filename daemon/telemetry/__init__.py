@@ -1,0 +1,1 @@
+"""Telemetry: ccmitm's measurements for a team's Prometheus and OpenTelemetry collector."""
