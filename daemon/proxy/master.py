@@ -13,14 +13,17 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mitmproxy import options
-from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
-from mitmproxy.master import Master
 
 from ccmitm.config.model import Config
+from ccmitm.proxy import tuning
 from ccmitm.proxy.state import LaneEndpoint
+
+if TYPE_CHECKING:
+    from mitmproxy.addons import proxyserver
+    from mitmproxy.master import Master
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +105,14 @@ class Proxy:
     """The running mitmproxy. Create and use on the event loop's thread."""
 
     def __init__(self, config: Config, addons: list[Any]):
-        self.master = Master(options.Options(), with_termlog=False)
+        # The four addons ccmitm uses, without the ~30 others mitmproxy's addons package imports
+        # up front (see tuning.py): about half of the daemon's start-up time.
+        tuning.light_addons_package()
+        tuning.skip_message_type_checks()  # mitmproxy's debug-only check of every message
+        from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
+        from mitmproxy.master import Master  # imports an addon too
+
+        self.master: Master = Master(options.Options(), with_termlog=False)
         self.master.addons.add(
             core.Core(),
             proxyserver.Proxyserver(),

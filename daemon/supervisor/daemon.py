@@ -1,8 +1,9 @@
 """The running daemon: starts its parts in order, reloads its config, stops them in reverse.
 
-Start order: state dir and logs -> usage writer -> proxy listeners -> control socket, config
-watcher, scheduler -> READY. Stop order is the reverse, after a drain of in-flight calls. It holds
-no routing logic: the proxy's Router decides, this object only owns and connects the parts.
+Start order: state dir and logs -> usage writer -> proxy listeners -> control socket -> READY ->
+warm imports, quota poller, config watcher (then a re-check of the file), scheduler. Stop order
+is the reverse, after a drain of in-flight calls. It holds no routing logic: the proxy's Router
+decides, this object only owns and connects the parts.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from ccmitm.logs.usage import UsageLog, UsageRecord
 from ccmitm.proxy.addon import Router
 from ccmitm.proxy.master import ListenerError, Proxy, secure_confdir
 from ccmitm.proxy.state import PauseStore, Runtime, Snapshot
-from ccmitm.reports.bundle import make_bundle
 from ccmitm.reports.bundle_state import load_last_run
 from ccmitm.supervisor.handlers import control_handlers
 from ccmitm.supervisor.housekeeping import Housekeeping
@@ -52,16 +52,33 @@ LAST_GOOD = "last-good-config.yaml"
 SIGNATURES = "foreign-signatures.json"
 
 
+#: What identifies one version of the config file (None: no file); see file_fingerprint().
+Fingerprint = tuple[int, int, int] | None
+
+
+def file_fingerprint(path: Path) -> Fingerprint:
+    """The file's inode, size and mtime: an editor's save (in place or by rename) changes one."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
 @dataclass(frozen=True)
 class StartConfig:
     loaded: LoadedConfig
     error: str | None  # why the config file itself could not be used at start
+    # The file as it was just before it was read: the watcher starts after READY, and an edit
+    # made in between is caught by comparing this with the file once the watcher runs.
+    fingerprint: Fingerprint = None
 
 
 def load_for_start(config_path: Path, state_dir: Path) -> StartConfig:
     """The config file; if it is invalid, the last config that was valid (so Claude Code keeps working)."""
+    fingerprint = file_fingerprint(config_path)  # before the read: a later edit then differs
     try:
-        return StartConfig(load(config_path), None)
+        return StartConfig(load(config_path), None, fingerprint)
     except ConfigError as exc:
         last_good = state_dir / LAST_GOOD
         if last_good.exists():
@@ -69,7 +86,7 @@ def load_for_start(config_path: Path, state_dir: Path) -> StartConfig:
                 loaded = load(last_good)
             except ConfigError:
                 raise exc from None
-            return StartConfig(loaded, exc.one_line())
+            return StartConfig(loaded, exc.one_line(), fingerprint)
         raise
 
 
@@ -111,6 +128,7 @@ class Daemon:
         self, config_path: Path, state_dir: Path, start: StartConfig, daemon_log: DaemonLog | None = None
     ):
         self.config_path = config_path
+        self._start_fingerprint = start.fingerprint
         self.daemon_log = daemon_log  # None when the caller set up logging itself
         self.state_dir = state_dir
         config = start.loaded.config
@@ -177,16 +195,26 @@ class Daemon:
         self._write_pid()
         self._save_last_good()
         await self.telemetry.configure(config)
-        self.watcher.start()
-        self.housekeeping.start(config.bundle)
-        self._spawn(self.quota.run())
         self._announce()
         self.notifier.ready(self._status_line())
         if self.notifier.watchdog_interval_s:
             self._spawn(self._watchdog_loop(self.notifier.watchdog_interval_s))
+        await self._after_ready()
         await self._stop.wait()
         await self._shutdown()
         return 0
+
+    async def _after_ready(self) -> None:
+        """What READY does not wait for: the quota poller, the config watcher, the scheduler
+        (nothing of theirs is due in the first second) and the imports of the rare paths."""
+        # Imported in a worker thread: the event loop keeps serving calls meanwhile.
+        await asyncio.to_thread(_warm_imports)
+        self._spawn(self.quota.run())
+        self.watcher.start()
+        if file_fingerprint(self.config_path) != self._start_fingerprint:
+            # Edited between the read at start and the watcher's start: no event will come for it.
+            self._reload_soon()
+        self.housekeeping.start(self.runtime.active.config.bundle)
 
     def _on_stop_signal(self) -> None:
         if self._stop.is_set():
@@ -406,6 +434,8 @@ class Daemon:
     async def run_bundle(self) -> dict[str, Any]:
         config = self.runtime.active.config
         keys = {name: lane.key for name, lane in self.runtime.active.lanes.items() if lane.key}
+        from ccmitm.reports.bundle import make_bundle  # tar, gzip, the report: only when asked
+
         log.info("bundle: starting")
         # tar and gzip run in a worker thread: the proxy's event loop never waits for them.
         result = await asyncio.to_thread(
@@ -420,6 +450,13 @@ class Daemon:
     def _last_bundle_at(self) -> datetime | None:
         last = load_last_run(self.state_dir)
         return last.at if last else None
+
+
+def _warm_imports() -> None:
+    """Import what the first config watch, scheduler start and failover hop need."""
+    import apscheduler.schedulers.asyncio  # noqa: F401
+    import httpx  # noqa: F401
+    import watchdog.observers  # noqa: F401
 
 
 def _changed_sections(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
