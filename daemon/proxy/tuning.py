@@ -80,5 +80,5 @@ def skip_message_type_checks() -> bool:
     current = http.MessageData.__dict__.get("__post_init__")
     if current is None or current is _no_type_check:
         return False
-    http.MessageData.__post_init__ = _no_type_check  # type: ignore[attr-defined]
+    http.MessageData.__post_init__ = _no_type_check  # type: ignore[method-assign]
     return True

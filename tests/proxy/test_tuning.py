@@ -7,6 +7,7 @@ import ast
 import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 
 from ccmitm.proxy.tuning import ADDONS_PACKAGE
 
@@ -16,7 +17,7 @@ def test_the_addons_package_init_only_imports_submodules_and_lists_them() -> Non
     release that adds a statement there (a registration, a patch) makes this fail."""
     spec = importlib.util.find_spec(ADDONS_PACKAGE)
     assert spec is not None and spec.origin is not None
-    tree = ast.parse(open(spec.origin, encoding="utf-8").read())
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.ImportFrom):
             assert node.module == ADDONS_PACKAGE, ast.dump(node)
@@ -29,6 +30,7 @@ def test_the_addons_package_init_only_imports_submodules_and_lists_them() -> Non
 # In a fresh interpreter: this test process may have imported the real package already.
 _PROBE = """
 import sys
+from pathlib import Path
 from ccmitm.proxy.tuning import light_addons_package
 assert light_addons_package()
 from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
