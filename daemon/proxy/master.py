@@ -19,6 +19,7 @@ from mitmproxy import options
 
 from ccmitm.config.model import Config
 from ccmitm.proxy import tuning
+from ccmitm.proxy.coalesce import WriteCoalescer
 from ccmitm.proxy.state import LaneEndpoint
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ class Proxy:
             proxyserver.Proxyserver(),
             next_layer.NextLayer(),
             tlsconfig.TlsConfig(),
+            WriteCoalescer(),  # before ccmitm's addons: a connection is wrapped before it is used
             *addons,
         )
         self._initial = mitmproxy_options(config)
