@@ -110,6 +110,7 @@ class Proxy:
         # up front (see tuning.py): about half of the daemon's start-up time.
         tuning.light_addons_package()
         tuning.skip_message_type_checks()  # mitmproxy's debug-only check of every message
+        tuning.trust_own_ca_key()  # no RSA validation of the CA key mitmproxy generated for us
         from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
         from mitmproxy.master import Master  # imports an addon too
 

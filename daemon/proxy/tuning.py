@@ -18,6 +18,13 @@ through ``typing.get_origin`` and ``dataclasses.fields``). It costs more than cc
 of a call. mitmproxy defines that check only ``if __debug__`` (under ``python -O`` it does not
 exist), so running without it is a configuration mitmproxy itself supports; ``-O`` is not used
 because it would strip every ``assert`` as well. A test fails if the attribute disappears.
+
+:func:`trust_own_ca_key` loads the CA's private key without cryptography's RSA key validation
+(``unsafe_skip_rsa_key_validation``): mitmproxy loads the key twice per start (once for the
+options, once more in its ``running`` hook), and each validation costs 0.1-0.2 s, a fifth of the
+daemon's start. The validation guards against a malformed key from an untrusted source; this key
+is the one mitmproxy generated in ccmitm's own confdir (owner-only, checked at every start by
+``secure_confdir``), the same trust cryptography's documentation names for skipping it.
 """
 
 from __future__ import annotations
@@ -81,4 +88,26 @@ def skip_message_type_checks() -> bool:
     if current is None or current is _no_type_check:
         return False
     http.MessageData.__post_init__ = _no_type_check  # type: ignore[method-assign]
+    return True
+
+
+def _load_trusted_pem_private_key(data: bytes, password: bytes | None) -> Any:
+    """mitmproxy's ``certs.load_pem_private_key``, without the RSA validation of a key it wrote."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        return serialization.load_pem_private_key(data, password, unsafe_skip_rsa_key_validation=True)
+    except TypeError:  # as mitmproxy's: an unencrypted key loads without the passphrase
+        if password is not None:
+            return _load_trusted_pem_private_key(data, None)
+        raise
+
+
+def trust_own_ca_key() -> bool:
+    """Point mitmproxy's CA key loader at the one above; False if there is no such loader."""
+    from mitmproxy import certs
+
+    if getattr(certs, "load_pem_private_key", None) in (None, _load_trusted_pem_private_key):
+        return False
+    certs.load_pem_private_key = _load_trusted_pem_private_key
     return True

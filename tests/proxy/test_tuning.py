@@ -102,3 +102,27 @@ def test_messages_are_built_without_the_debug_type_check() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "0"]
+
+
+def test_the_ca_key_loads_without_validation_and_signs_as_before(tmp_path: Path) -> None:
+    """mitmproxy still loads its CA key through ``certs.load_pem_private_key`` (else the shortcut
+    is dead code after an upgrade), and the store built with the shortcut issues certificates."""
+    import inspect
+
+    from mitmproxy import certs
+
+    assert "load_pem_private_key(" in inspect.getsource(certs.CertStore.from_files)
+    probe = (
+        "from mitmproxy import certs\n"
+        "from ccmitm.proxy.tuning import trust_own_ca_key\n"
+        f"certs.CertStore.create_store(__import__('pathlib').Path({str(tmp_path)!r}), 'mitmproxy', 2048)\n"
+        "assert trust_own_ca_key() and not trust_own_ca_key()\n"
+        f"store = certs.CertStore.from_store({str(tmp_path)!r}, 'mitmproxy', 2048)\n"
+        "entry = store.get_cert('api.anthropic.com', [])\n"
+        "print(entry.cert.cn, entry.cert.issuer == store.default_ca.subject)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["api.anthropic.com", "True"]
