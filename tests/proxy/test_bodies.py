@@ -4,21 +4,13 @@ rerouted body changes in its model only, whatever valid-for-Python JSON it carri
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from mitmproxy.test import taddons
 
-from tests.proxy.test_addon import Fixture, messages_flow, send
+from tests.proxy.test_addon import Fixture, fx, messages_flow, send
 
-
-@pytest.fixture
-def router_fx() -> Iterator[Fixture]:
-    fixture = Fixture()
-    with taddons.context(fixture.router) as context:
-        fixture.loop = context.master.event_loop
-        yield fixture
+__all__ = ["fx"]  # the Router fixture of test_addon.py, used here too
 
 
 def _rerouted(fx: Fixture, raw: bytes) -> bytes:
@@ -34,14 +26,12 @@ def _rerouted(fx: Fixture, raw: bytes) -> bytes:
     ("value"),
     [b"NaN", b"1180591620717411303424"],  # orjson reads neither; it would write NaN back as null
 )
-def test_a_body_orjson_refuses_is_rewritten_by_json_and_keeps_its_values(
-    router_fx: Fixture, value: bytes
-) -> None:
+def test_a_body_orjson_refuses_is_rewritten_by_json_and_keeps_its_values(fx: Fixture, value: bytes) -> None:
     raw = b'{"model": "claude-haiku-4-5", "max_tokens": 8, "x": ' + value + b"}"
-    assert _rerouted(router_fx, raw) == b'{"model":"glm-4.5-air","max_tokens":8,"x":' + value + b"}"
+    assert _rerouted(fx, raw) == b'{"model":"glm-4.5-air","max_tokens":8,"x":' + value + b"}"
 
 
-def test_a_plain_body_is_written_as_json_writes_it(router_fx: Fixture) -> None:
+def test_a_plain_body_is_written_as_json_writes_it(fx: Fixture) -> None:
     body: dict[str, Any] = {
         "model": "claude-haiku-4-5",
         "max_tokens": 8,
@@ -49,6 +39,6 @@ def test_a_plain_body_is_written_as_json_writes_it(router_fx: Fixture) -> None:
         "messages": [{"role": "user", "content": [{"type": "text", "text": "ok"}]}],
         "temperature": 0.5,
     }
-    sent = _rerouted(router_fx, json.dumps(body).encode())
+    sent = _rerouted(fx, json.dumps(body).encode())
     expected = {**body, "model": "glm-4.5-air"}
     assert sent == json.dumps(expected, ensure_ascii=False, separators=(",", ":")).encode()
