@@ -50,6 +50,8 @@ class CoalescingWriter:
             return
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         self._pending = []
+        if self.wrapped.is_closing():  # gone since the write (mitmproxy checks this per write too)
+            return
         self.sends += 1
         self.wrapped.write(data)
 

@@ -1,5 +1,5 @@
-"""The Router's JSON bodies (orjson on the hot path, Python's json for what orjson refuses): a
-rerouted body changes in its model only, whatever valid-for-Python JSON it carries."""
+"""The Router's JSON bodies (read by Python's json, written by orjson unless it would refuse or
+change them): a rerouted body changes in its model only, whatever valid-for-Python JSON it carries."""
 
 from __future__ import annotations
 
