@@ -9,11 +9,17 @@ call: Claude Code retries by itself, and a second retry loop would multiply load
 
 from __future__ import annotations
 
-import httpx
+from typing import TYPE_CHECKING
+
 from mitmproxy import http
 
 from ccmitm.proxy.hygiene import path_problem
 from ccmitm.proxy.state import LaneEndpoint
+
+if TYPE_CHECKING:
+    # httpx costs a tenth of the daemon's start-up and is needed only at the first failover
+    # (the supervisor warms it in a worker thread after READY): imported where it is used.
+    import httpx
 
 # Hop-by-hop and framing headers belong to each connection, not to the request.
 _NOT_FORWARDED = frozenset(
@@ -68,6 +74,8 @@ class DefaultLaneClient:
             raise ValueError("failover only goes to a pass-through lane")
         if self._client is not None and self._proxy != proxy:
             await self.close()  # proxy.upstream_proxy changed by a reload: a client is per proxy
+        import httpx
+
         if self._client is None:
             # trust_env=False: an HTTPS_PROXY in the daemon's environment could point back at us;
             # the one proxy it uses is the configured one.

@@ -13,12 +13,10 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h11
 from mitmproxy import connection, ctx, http, options
-from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
-from mitmproxy.master import Master
 from mitmproxy.net.tls import starts_like_tls_record
 from mitmproxy.proxy import commands, events, layer
 from mitmproxy.proxy.layers import ClientTLSLayer, HttpLayer
@@ -26,7 +24,13 @@ from mitmproxy.proxy.layers.http._http1 import Http1Server
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from ccmitm.config.model import Config
+from ccmitm.proxy import tuning
+from ccmitm.proxy.coalesce import WriteCoalescer
 from ccmitm.proxy.state import LaneEndpoint
+
+if TYPE_CHECKING:
+    from mitmproxy.addons import proxyserver
+    from mitmproxy.master import Master
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +244,15 @@ class Proxy:
     """The running mitmproxy. Create and use on the event loop's thread."""
 
     def __init__(self, config: Config, addons: list[Any]):
-        self.master = Master(options.Options(), with_termlog=False)
+        # The four addons ccmitm uses, without the ~30 others mitmproxy's addons package imports
+        # up front (see tuning.py): about half of the daemon's start-up time.
+        tuning.light_addons_package()
+        tuning.skip_message_type_checks()  # mitmproxy's debug-only check of every message
+        tuning.trust_own_ca_key()  # no RSA validation of the CA key mitmproxy generated for us
+        from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
+        from mitmproxy.master import Master  # imports an addon too
+
+        self.master: Master = Master(options.Options(), with_termlog=False)
         servers = proxyserver.Proxyserver()
         self.guard = ListenerGuard(servers, config.proxy.header_timeout_s)
         self.master.addons.add(
@@ -249,6 +261,7 @@ class Proxy:
             next_layer.NextLayer(),
             self.guard,  # after NextLayer: it reviews the layers NextLayer chose
             tlsconfig.TlsConfig(),
+            WriteCoalescer(),  # before ccmitm's addons: a connection is wrapped before it is used
             *addons,
         )
         self._initial = mitmproxy_options(config)
@@ -278,7 +291,7 @@ class Proxy:
                 raise ListenerError("mitmproxy stopped during start")
             if loop.time() > deadline:
                 raise ListenerError("listeners did not start in time")
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.005)  # binding takes a few ms: READY is not held for a long tick
 
     def listeners(self) -> list[ListenerInfo]:
         return [

@@ -1,8 +1,9 @@
 """The running daemon: starts its parts in order, reloads its config, stops them in reverse.
 
-Start order: state dir and logs -> usage writer -> proxy listeners -> control socket, config
-watcher, scheduler -> READY. Stop order is the reverse, after a drain of in-flight calls. It holds
-no routing logic: the proxy's Router decides, this object only owns and connects the parts.
+Start order: state dir and logs -> usage writer -> proxy listeners -> control socket -> READY ->
+warm imports, quota poller, config watcher (then a re-check of the file), scheduler. Stop order
+is the reverse, after a drain of in-flight calls. It holds no routing logic: the proxy's Router
+decides, this object only owns and connects the parts.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from ccmitm.proxy.addon import Router
 from ccmitm.proxy.auth import ClientAuth
 from ccmitm.proxy.master import ListenerError, Proxy, secure_confdir
 from ccmitm.proxy.state import PauseStore, Runtime, Snapshot
-from ccmitm.reports.bundle import make_bundle
 from ccmitm.reports.bundle_state import load_last_run
 from ccmitm.supervisor.handlers import control_handlers
 from ccmitm.supervisor.housekeeping import Housekeeping
@@ -58,19 +58,36 @@ SIGNATURES = "foreign-signatures.json"
 CLIENT_TOKEN = FILE_NAME
 
 
+#: What identifies one version of the config file (None: no file); see file_fingerprint().
+Fingerprint = tuple[int, int, int] | None
+
+
+def file_fingerprint(path: Path) -> Fingerprint:
+    """The file's inode, size and mtime: an editor's save (in place or by rename) changes one."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
 @dataclass(frozen=True)
 class StartConfig:
     loaded: LoadedConfig
     error: str | None  # why the config file itself is not what serves (shown in status and at start)
+    # The file as it was just before it was read: the watcher starts after READY, and an edit
+    # made in between is caught by comparing this with the file once the watcher runs.
+    fingerprint: Fingerprint = None
 
 
 def load_for_start(config_path: Path, state_dir: Path) -> StartConfig:
     """The config file; if it is invalid or gone, the last config that was valid (so Claude Code
     keeps working). No file and no last good config (a first start) means the built-in defaults."""
+    fingerprint = file_fingerprint(config_path)  # before the read: a later edit then differs
     last_good = state_dir / LAST_GOOD
     have_last_good = last_good.is_file()
     try:
-        return StartConfig(load(config_path, missing_ok=not have_last_good), None)
+        return StartConfig(load(config_path, missing_ok=not have_last_good), None, fingerprint)
     except ConfigError as exc:
         if not have_last_good:
             raise
@@ -79,8 +96,10 @@ def load_for_start(config_path: Path, state_dir: Path) -> StartConfig:
         except ConfigError:
             raise exc from None
         if isinstance(exc, ConfigMissing):
-            return StartConfig(loaded, f"{exc.one_line()}: serving the last good config")
-        return StartConfig(loaded, f"invalid at start, serving the last good config: {exc.one_line()}")
+            return StartConfig(loaded, f"{exc.one_line()}: serving the last good config", fingerprint)
+        return StartConfig(
+            loaded, f"invalid at start, serving the last good config: {exc.one_line()}", fingerprint
+        )
 
 
 def taken_ports(config: Config) -> str | None:
@@ -121,6 +140,7 @@ class Daemon:
         self, config_path: Path, state_dir: Path, start: StartConfig, daemon_log: DaemonLog | None = None
     ):
         self.config_path = config_path
+        self._start_fingerprint = start.fingerprint
         self.daemon_log = daemon_log  # None when the caller set up logging itself
         self.state_dir = state_dir
         config = start.loaded.config
@@ -193,18 +213,28 @@ class Daemon:
             return EXIT_LISTEN
         secure_confdir(Path(config.proxy.confdir))
         self._write_pid()
-        self._save_last_good()
         await self.telemetry.configure(config)
-        self.watcher.start()
-        self.housekeeping.start(config.bundle)
-        self._spawn(self.quota.run())
         self._announce()
         self.notifier.ready(self._status_line())
         if self.notifier.watchdog_interval_s:
             self._spawn(self._watchdog_loop(self.notifier.watchdog_interval_s))
+        await self._after_ready()
         await self._stop.wait()
         await self._shutdown()
         return 0
+
+    async def _after_ready(self) -> None:
+        """What READY does not wait for: the quota poller, the config watcher, the scheduler
+        (nothing of theirs is due in the first second) and the imports of the rare paths."""
+        # In worker threads (an fsync, imports): the event loop keeps serving calls meanwhile.
+        await asyncio.to_thread(self._save_last_good)
+        await asyncio.to_thread(_warm_imports)
+        self._spawn(self.quota.run())
+        self.watcher.start()
+        if file_fingerprint(self.config_path) != self._start_fingerprint:
+            # Edited between the read at start and the watcher's start: no event will come for it.
+            self._reload_soon()
+        self.housekeeping.start(self.runtime.active.config.bundle)
 
     def _on_stop_signal(self) -> None:
         if self._stop.is_set():
@@ -477,6 +507,8 @@ class Daemon:
     async def run_bundle(self) -> dict[str, Any]:
         config = self.runtime.active.config
         keys = self.runtime.labelled_secrets()
+        from ccmitm.reports.bundle import make_bundle  # tar, gzip, the report: only when asked
+
         log.info("bundle: starting")
         # tar and gzip run in a worker thread: the proxy's event loop never waits for them.
         result = await asyncio.to_thread(
@@ -491,6 +523,13 @@ class Daemon:
     def _last_bundle_at(self) -> datetime | None:
         last = load_last_run(self.state_dir)
         return last.at if last else None
+
+
+def _warm_imports() -> None:
+    """Import what the first config watch, scheduler start and failover hop need."""
+    import apscheduler.schedulers.asyncio  # noqa: F401
+    import httpx  # noqa: F401
+    import watchdog.observers  # noqa: F401
 
 
 def _changed_sections(before: dict[str, Any], after: dict[str, Any]) -> list[str]:

@@ -12,16 +12,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
-
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
-from tzlocal import get_localzone
 
 from ccmitm.config.model import BundleConfig
 from ccmitm.control.protocol import JobStatus
+
+if TYPE_CHECKING:
+    # APScheduler and tzlocal are imported when the scheduler starts, after READY: nothing
+    # scheduled is due in the daemon's first second, and their import slows every start.
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+    from apscheduler.triggers.cron import CronTrigger
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,16 @@ BUNDLE_GRACE_S = 12 * 3600
 
 
 def schedule_zone(bundle: BundleConfig) -> tzinfo:
-    return ZoneInfo(bundle.timezone) if bundle.timezone else get_localzone()
+    if bundle.timezone:
+        return ZoneInfo(bundle.timezone)
+    from tzlocal import get_localzone
+
+    return get_localzone()
 
 
 def bundle_trigger(bundle: BundleConfig) -> CronTrigger:
+    from apscheduler.triggers.cron import CronTrigger
+
     return CronTrigger.from_crontab(bundle.schedule, timezone=schedule_zone(bundle))
 
 
@@ -66,12 +73,16 @@ class Housekeeping:
         self._recheck_keys = recheck_keys
         self._bundle = bundle
         self._last_bundle_at = last_bundle_at
-        self.scheduler = AsyncIOScheduler(
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
-        )
+        self.scheduler: AsyncIOScheduler | None = None  # created by start()
         self._bundle_settings: tuple[str, str | None, bool] | None = None
 
     def start(self, bundle: BundleConfig) -> None:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        self.scheduler = AsyncIOScheduler(
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
+        )
         self.scheduler.add_job(
             self._rotate, IntervalTrigger(seconds=ROTATE_EVERY_S), id=ROTATE_JOB, name="log rotation check"
         )
@@ -87,7 +98,11 @@ class Housekeeping:
         self.configure(bundle, catch_up=True)
 
     def configure(self, bundle: BundleConfig, catch_up: bool = False) -> None:
-        """(Re)schedule the nightly bundle for a (new) config; idempotent."""
+        """(Re)schedule the nightly bundle for a (new) config; idempotent. Before start() (a reload
+        in the moment after READY) there is nothing to change: start() schedules the config
+        that is active then."""
+        if self.scheduler is None:
+            return
         settings = (bundle.schedule, bundle.timezone, bundle.enabled)
         if settings == self._bundle_settings:
             return
@@ -117,6 +132,8 @@ class Housekeeping:
         )
 
     def jobs(self) -> list[JobStatus]:
+        if self.scheduler is None:
+            return []
         return [
             {
                 "id": job.id,
@@ -127,9 +144,11 @@ class Housekeeping:
         ]
 
     def next_run(self, job_id: str) -> str | None:
+        if self.scheduler is None:
+            return None
         job = self.scheduler.get_job(job_id)
         return _when(job.next_run_time) if job else None
 
     def shutdown(self) -> None:
-        if self.scheduler.running:
+        if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)

@@ -20,14 +20,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import httpx
 
 from ccmitm.control.protocol import LaneQuota, QuotaWindow
 from ccmitm.core.quota import MeterSchedule, QuotaReading, Window, parse_limits
 from ccmitm.proxy.state import Runtime
+
+if TYPE_CHECKING:
+    # httpx is imported at the first poll (the daemon warms it after READY), not at start.
+    import httpx
 
 log = logging.getLogger("ccmitm")
 
@@ -145,6 +147,8 @@ class QuotaMeter:
 
     # --- one request -----------------------------------------------------------------------------
     def _http(self) -> httpx.AsyncClient:
+        import httpx
+
         proxy = self._runtime.active.config.proxy.upstream_proxy
         if self._client is not None and self._proxy != proxy:
             client, self._client = self._client, None
@@ -177,6 +181,8 @@ class QuotaMeter:
             meter.failed_logged = False
 
     async def _fetch(self, meter: LaneMeter) -> tuple[QuotaReading | None, str]:
+        import httpx
+
         try:
             response = await self._http().get(
                 meter.url, headers={"authorization": meter.key, "accept": "application/json"}

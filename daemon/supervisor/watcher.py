@@ -12,9 +12,13 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
+
+if TYPE_CHECKING:
+    # The observer (inotify, its thread) is imported when the watcher starts, after READY.
+    from watchdog.observers import Observer
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,8 @@ class ConfigWatcher:
         self._observer: Observer | None = None  # type: ignore[valid-type]
 
     def start(self) -> None:
+        from watchdog.observers import Observer
+
         self._loop = asyncio.get_running_loop()
         # Watch the path and, for a symlinked config (dotfiles), its target too.
         names = {os.path.abspath(self.path)}

@@ -14,12 +14,14 @@ BENCH_ROUNDS, BENCH_BATCH, BENCH_SOAK, BENCH_OUT (output directory, default docs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import os
 import platform
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -36,17 +38,20 @@ sys.path[:0] = [str(HERE), str(ROOT)]
 import cli_startup  # noqa: E402
 import inproc  # noqa: E402
 import mitmproxy.version  # noqa: E402
+import peer_ccr  # noqa: E402
 import render  # noqa: E402
 import sections  # noqa: E402
 import yaml  # noqa: E402
 from rawhttp import Connection, Target  # noqa: E402
 from sections import HAIKU, SONNET, Variant  # noqa: E402
+from stats import percentile  # noqa: E402
 
 from ccmitm.testing.fakeupstream import FakeUpstream  # noqa: E402
 from ccmitm.testing.ports import free_port, wait_port  # noqa: E402
 from tests.helpers import ZAI_KEY, Daemon, base_config  # noqa: E402
 
 SMOKE = os.environ.get("BENCH_SMOKE") == "1"
+PEER = f"claude-code-router {peer_ccr.VERSION} reverse"
 # A subset for before/after comparisons while working on the hot path (then no Markdown is written).
 ALL_SECTIONS = ("latency", "streaming", "throughput", "scale", "memory", "own_work", "restart", "cli")
 SECTIONS = tuple(os.environ.get("BENCH_SECTIONS", ",".join(ALL_SECTIONS)).split(","))
@@ -104,6 +109,9 @@ class Bench:
         self.bare_config_path.write_text(yaml.safe_dump(bare_config, sort_keys=False))
         self.bare_config = bare_config
         self.bare: subprocess.Popen[bytes] | None = None
+        # The Node peer, when npm can install it: a pass-through to the same fake upstream.
+        self.peer_skipped = peer_ccr.install()
+        self.peer = None if self.peer_skipped else peer_ccr.ClaudeCodeRouter(root, self.anthropic.url, HAIKU)
 
     def start(self) -> None:
         self.daemon.start()  # first: it creates the CA both share (same confdir)
@@ -117,8 +125,12 @@ class Bench:
         if self.bare.stdout.readline().strip() != b"ready":
             raise RuntimeError((self.root / "bare.stderr").read_text())
         wait_port(self.bare_config["proxy"]["reverse_port"])
+        if self.peer is not None:
+            self.peer.start()
 
     def stop(self) -> None:
+        if self.peer is not None:
+            self.peer.stop()
         if self.bare is not None and self.bare.poll() is None:
             self.bare.send_signal(signal.SIGTERM)
             try:
@@ -169,6 +181,10 @@ class Bench:
                 dpid,
             ),
         ]
+        if self.peer is not None:
+            found.append(
+                Variant(PEER, Target("127.0.0.1", self.peer.port), HAIKU, "peer", "reverse", self.peer.pid)
+            )
         return {v.name: v for v in found}
 
     def touch_config(self) -> None:
@@ -204,13 +220,43 @@ async def restart_after_kill(bench: Bench) -> dict[str, Any]:
     return {"first_call_ms": round(first)}
 
 
+def start_to_ready(bench: Bench, runs: int) -> dict[str, Any]:
+    """From exec of ccmitmd to its sd_notify READY=1 (listeners bound, control socket open).
+
+    The bench owns the notify socket, as systemd would, so the stamp is the daemon's own word,
+    not a poll of its log. Graceful stop between runs; the CA already exists (a normal start)."""
+    samples = []
+    address = str(bench.root / "notify.sock")
+    for _ in range(runs):
+        bench.daemon.stop()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(address)
+            notify.bind(address)
+            notify.settimeout(30)
+            bench.daemon.extra_env["NOTIFY_SOCKET"] = address
+            start = time.perf_counter()
+            bench.daemon.start(wait=False)
+            while b"READY=1" not in notify.recv(4096):
+                pass
+            samples.append((time.perf_counter() - start) * 1000)
+        bench.daemon.extra_env.pop("NOTIFY_SOCKET")
+        bench.daemon.wait_ready()
+    return {
+        "runs": runs,
+        "p50_ms": round(percentile(samples, 0.5)),
+        "max_ms": round(max(samples)),
+        "target_ms": 700,
+    }
+
+
 def progress(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 async def run(bench: Bench) -> dict[str, Any]:
     v = bench.variants()
-    pick = lambda *names: [v[n] for n in names]  # noqa: E731
+    pick = lambda *names: [v[n] for n in names if n in v]  # noqa: E731 - the peer may be skipped
     daemon_pid = bench.daemon.proc.pid  # type: ignore[union-attr]
     bare_pid = bench.bare.pid  # type: ignore[union-attr]
     results: dict[str, Any] = {}
@@ -223,6 +269,9 @@ async def run(bench: Bench) -> dict[str, Any]:
         "ccmitmd": round(sections.rss_kib(daemon_pid) / 1024, 1),
         "bare": round(sections.rss_kib(bare_pid) / 1024, 1),
     }
+    if bench.peer is not None:
+        warm["peer"] = round(sections.rss_kib(bench.peer.pid) / 1024, 1)
+    results["peer"] = peer_summary(bench, results, warm)
 
     progress("2/5 streaming lag")
     if "streaming" in SECTIONS:
@@ -233,6 +282,7 @@ async def run(bench: Bench) -> dict[str, Any]:
                 "ccmitmd reverse, Haiku",
                 "ccmitmd reverse, Sonnet",
                 "ccmitmd intercept, Haiku",
+                PEER,
             ),
             STREAM_ROUNDS,
             STREAM_EVENTS,
@@ -244,7 +294,11 @@ async def run(bench: Bench) -> dict[str, Any]:
     if "throughput" in SECTIONS:
         results["throughput"] = await sections.throughput(
             pick(
-                "bare reverse", "ccmitmd reverse, Haiku", "bare intercept (TLS)", "ccmitmd intercept, Haiku"
+                "bare reverse",
+                "ccmitmd reverse, Haiku",
+                "bare intercept (TLS)",
+                "ccmitmd intercept, Haiku",
+                PEER,
             ),
             TP_ROUNDS,
             TP_CLIENTS,
@@ -271,6 +325,7 @@ async def run(bench: Bench) -> dict[str, Any]:
     if "restart" in SECTIONS:
         progress("restart after kill -9")
         results["restart"] = await restart_after_kill(bench)
+        results["restart"]["start_to_ready"] = start_to_ready(bench, 2 if SMOKE else 7)
     if "cli" in SECTIONS:
         progress("ccctl start-up: each command vs a bare python")
         ccctl = str(Path(sys.executable).parent / "ccctl")
@@ -278,6 +333,25 @@ async def run(bench: Bench) -> dict[str, Any]:
             bench.daemon.env(), ccctl, 1 if SMOKE else 15, warm_up=not SMOKE
         )
     return results
+
+
+def peer_summary(bench: Bench, results: dict[str, Any], warm: dict[str, float]) -> dict[str, Any]:
+    """ccmitmd against claude-code-router 2.0.0 (same rounds) and against a direct call."""
+    summary: dict[str, Any] = {"name": PEER, "skipped": bench.peer_skipped}
+    variants = results.get("latency", {}).get("variants", {})
+    if not variants:
+        return summary
+    direct = variants["direct"]["p50_ms"]
+    intercept = variants["ccmitmd intercept, Haiku"]["p50_ms"]
+    summary["intercept_vs_direct_p50"] = sections.ratio(intercept, direct)
+    summary["intercept_target"] = 3.0
+    if PEER in variants:
+        reverse, peer = variants["ccmitmd reverse, Haiku"], variants[PEER]
+        summary["reverse_vs_peer_p50"] = sections.ratio(reverse["p50_ms"], peer["p50_ms"])
+        summary["reverse_vs_peer_p95"] = sections.ratio(reverse["p95_ms"], peer["p95_ms"])
+        summary["reverse_target"] = 0.95
+        summary["rss_mib"] = {"ccmitmd": warm["ccmitmd"], "peer": warm.get("peer")}
+    return summary
 
 
 async def memory(
