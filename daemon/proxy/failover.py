@@ -49,6 +49,8 @@ def lane_url(lane: LaneEndpoint, path: str) -> httpx.URL:
     "@evil.example/v1/messages" turn the lane's host into userinfo and name another host, so the
     path must be origin-form (the Router refuses anything else before routing; this is the last
     line) and goes into the URL as its path and query only."""
+    import httpx  # see the top: only at a failover
+
     problem = path_problem(path)
     if problem is not None:
         raise ValueError(problem)
@@ -89,6 +91,8 @@ class DefaultLaneClient:
             if name.lower() not in _NOT_FORWARDED
         ]
         headers.append(("accept-encoding", "identity"))
+        import httpx  # loaded by _client_for by now: a dictionary lookup
+
         url = lane_url(lane, original.path)
         response = await self._client.request(
             original.method,
