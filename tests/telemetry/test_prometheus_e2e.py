@@ -3,6 +3,7 @@ started, moved and stopped by config reloads."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -106,6 +107,17 @@ def test_a_real_prometheus_scrapes_the_calls_per_lane(
         assert server.by_lane("ccmitm_breaker_state") == {"zai": 0.0}
         assert server.by_lane("ccmitm_paused") == {"": 0.0}
         assert server.by_lane("sum by (lane) (ccmitm_request_duration_seconds_count)") == wanted
+        # The same calls, the same numbers as `ccctl summarize` reads from the usage log.
+        summary = json.loads(daemon.ccctl("summarize", "--json", check=True).stdout)["lanes"]
+        assert {lane: float(v["calls"]) for lane, v in summary.items()} == wanted
+        for kind in ("input", "output", "cache_read", "cache_creation"):
+            scraped = server.by_lane(f'sum by (lane) (ccmitm_tokens_total{{type="{kind}"}})')
+            logged = {lane: float(v["tokens"][kind]) for lane, v in summary.items()}
+            # A counter never added to has no series: zero on both sides.
+            assert {lane: n for lane, n in scraped.items() if n} == {
+                lane: n for lane, n in logged.items() if n
+            }, kind
+        assert any(summary[lane]["tokens"]["cache_read"] for lane in summary)  # not all zeros
         # A pause shows on the next scrapes (state is read at scrape time, not at the last call).
         daemon.ccctl("pause", check=True)
         wait_for(lambda: server.by_lane("ccmitm_paused") == {"": 1.0}, timeout=30, what="paused gauge")
