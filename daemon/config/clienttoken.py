@@ -53,7 +53,8 @@ def read_token(path: Path) -> str | None:
         if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             path.chmod(0o600)
             log.warning("%s was readable by others: made it 0600; consider `ccctl token rotate`", path)
-        text = path.read_text(encoding="utf-8").strip()
+        # Never waiting (a FIFO put there would hang the daemon's start) and bounded.
+        text = paths.read_small_file(path, 4096).decode("utf-8").strip()
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ccmitm import paths
 from ccmitm.config.model import Config, LaneConfig
 
 
@@ -23,6 +24,10 @@ class LaneKey:
     problem: str | None = None
 
 
+#: A key file holds one key on its first line; anything longer is not a key file.
+KEY_FILE_BYTES = 64 * 1024
+
+
 def _read_key_file(path: Path) -> LaneKey:
     try:
         info = path.stat()
@@ -31,7 +36,9 @@ def _read_key_file(path: Path) -> LaneKey:
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         return LaneKey(None, f"api_key_file {path} is readable by group or others; run chmod 600 on it")
     try:
-        first_line = path.read_text(encoding="utf-8").strip().splitlines()
+        # Never waiting (a FIFO put there would hang the start) and bounded: a key is one line.
+        text = paths.read_small_file(path, KEY_FILE_BYTES).decode("utf-8")
+        first_line = text.strip().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         return LaneKey(None, f"api_key_file {path}: cannot read ({type(exc).__name__})")
     key = first_line[0].strip() if first_line else ""

@@ -39,3 +39,30 @@ def test_an_unusable_file_is_replaced_and_a_readable_one_made_private(tmp_path: 
 
 def test_the_path_is_in_the_state_dir() -> None:
     assert token_path({"XDG_STATE_HOME": "/x/state"}) == Path("/x/state/ccmitm/client-token")
+
+
+def test_a_fifo_in_place_of_the_token_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    import os
+
+    import pytest
+
+    from ccmitm.config.clienttoken import TokenError
+
+    path = tmp_path / "client-token"
+    os.mkfifo(path, 0o600)
+    with pytest.raises(TokenError, match="cannot read the client token file"):
+        read_token(path)  # a plain read would wait for a writer forever
+
+
+def test_a_fifo_in_place_of_a_lane_key_file_is_a_problem_not_a_hang(tmp_path: Path) -> None:
+    import os
+
+    from ccmitm.config.keys import resolve_lane_key
+    from ccmitm.config.load import validate
+
+    key_file = tmp_path / "zai.key"
+    os.mkfifo(key_file, 0o600)
+    config = validate({"lanes": {"zai": {"api_key_env": "NOT_SET_ANYWHERE", "api_key_file": str(key_file)}}})
+    key = resolve_lane_key(config.lanes["zai"], {})
+    assert key is not None and key.value is None
+    assert key.problem is not None and "cannot read" in key.problem
