@@ -30,6 +30,7 @@ from ccmitm.logs.usage import UsageRecord, clean_text, request_class_of
 from ccmitm.proxy import hygiene
 from ccmitm.proxy.failover import DefaultLaneClient
 from ccmitm.proxy.flow import (
+    CREDENTIAL_HEADERS,
     RESPONSE_HEADERS,
     ClientHints,
     FlowState,
@@ -38,16 +39,13 @@ from ccmitm.proxy.flow import (
     client_credentials,
     pick_headers,
     request_secrets,
+    secrets_with,
 )
 from ccmitm.proxy.state import LaneEndpoint, Runtime
 
 log = logging.getLogger(__name__)
 
 FLOW_KEY = "ccmitm"
-CLIENT_CREDENTIAL_HEADERS = ("x-api-key", "authorization")
-# Dropped on keyed lanes: Anthropic beta flags mean nothing (or something else) to a third party,
-# and nothing that could carry a credential of the user's may follow the request there.
-DROPPED_ON_KEYED_LANES = ("anthropic-beta", "cookie", "proxy-authorization", "x-ccmitm-token")
 # Refusals worth one retry on the default lane: the lane is busy, broken, or has a bad key.
 FAILOVER_KINDS = frozenset({RATE_LIMIT, SERVER, AUTH})
 # Other 4xx refusals held back (when small, whole JSON) so their code can be read: Z.AI answers
@@ -55,10 +53,10 @@ FAILOVER_KINDS = frozenset({RATE_LIMIT, SERVER, AUTH})
 REFUSAL_BODY_BYTES = 64 * 1024
 # Non-SSE replies up to this size (by content-length) are read whole instead of streamed.
 BUFFERED_REPLY_BYTES = 1024 * 1024
-# The same names as raw header bytes, for one pass over the fields instead of a pop per name.
-_STRIPPED_ON_KEYED_LANES = frozenset(
-    name.encode() for name in CLIENT_CREDENTIAL_HEADERS + DROPPED_ON_KEYED_LANES
-)
+# Dropped on keyed lanes, in one pass over the fields: every header that carries a credential
+# (flow.CREDENTIAL_HEADERS), and Anthropic's beta flags, which mean nothing (or something else)
+# to a third party.
+_STRIPPED_ON_KEYED_LANES = CREDENTIAL_HEADERS | {b"anthropic-beta"}
 # ccmitm's own client token (proxy/auth.py) travels in these: it never leaves ccmitm, on any lane.
 _CLIENT_TOKEN_HEADERS = frozenset({b"x-ccmitm-token", b"proxy-authorization"})
 
@@ -360,6 +358,8 @@ class Router:
             hold = self.runtime.holds.get(rule.lane) if rule is not None else None
             held_as = str(hold.refusal.cls) if hold is not None and hold.refusal else None
         lane = snapshot.lanes[route.lane]
+        # Read once: redacted from the usage line by value, and filtered from a keyed lane's headers.
+        credentials = client_credentials(request.headers.fields)
         state = FlowState(
             route=route,
             lane=lane,
@@ -372,7 +372,7 @@ class Router:
             permit=permit,
             hold_trial=hold_trial,
             held_as=held_as,
-            secrets=request_secrets(request.headers.fields, self.runtime.secret_values()),
+            secrets=secrets_with(credentials, self.runtime.secret_values()),
         )
         if lane.keyed and snapshot.config.breaker.failover:
             state.original = OriginalRequest.of(request)
@@ -381,14 +381,16 @@ class Router:
             if stripped.changed:
                 state.thinking_stripped = stripped.blocks
                 request.content = _serialise(body)
-        self._rewrite(request, lane, route, body)
+        self._rewrite(request, lane, route, body, credentials)
         hygiene.set_framing(request)  # last: the rewrite may have changed the body
         _via(flow, snapshot.upstream_proxy)
         flow.metadata[FLOW_KEY] = state
         self.in_flight += 1
 
     @staticmethod
-    def _rewrite(request: http.Request, lane: LaneEndpoint, route: Route, body: Any) -> None:
+    def _rewrite(
+        request: http.Request, lane: LaneEndpoint, route: Route, body: Any, credentials: frozenset[bytes]
+    ) -> None:
         # Order matters so that no credential reaches the wrong lane: destination first, credentials
         # last (the client's out and the lane key in at once), so a failure part-way never sends a
         # key astray.
@@ -406,13 +408,12 @@ class Router:
             assert lane.auth_field is not None, "decide() never routes to a lane without a key"
             # By value too: a credential copied into any other header stays behind as well.
             headers = request.headers
-            secrets = client_credentials(headers.fields)
             headers.fields = (
                 *(
                     f
                     for f in headers.fields
                     if f[0].lower() not in _STRIPPED_ON_KEYED_LANES
-                    and not hygiene.carries_credential(f[1], secrets)
+                    and not hygiene.carries_credential(f[1], credentials)
                 ),
                 lane.auth_field,
             )

@@ -100,10 +100,14 @@ def request_secrets(fields: HeaderFields, known: frozenset[str]) -> frozenset[st
     """``known`` plus the credentials a request carries (:func:`client_credentials`), so they can
     be removed by exact value from what is written about it. ``known`` itself (hash already
     cached) when the request carries none."""
-    found = client_credentials(fields)
-    if not found:
+    return secrets_with(client_credentials(fields), known)
+
+
+def secrets_with(credentials: frozenset[bytes], known: frozenset[str]) -> frozenset[str]:
+    """``known`` plus ``credentials`` (from :func:`client_credentials`, already read), as text."""
+    if not credentials:
         return known
-    return _joined(known, tuple(sorted(value.decode("utf-8", "surrogateescape") for value in found)))
+    return _joined(known, tuple(sorted(value.decode("utf-8", "surrogateescape") for value in credentials)))
 
 
 def _join(known: frozenset[str], values: tuple[str, ...]) -> frozenset[str]:
